@@ -1,0 +1,118 @@
+//! Event time and watermarks.
+//!
+//! Every record carries its **event time**: milliseconds since the Unix epoch
+//! ([`EventTime`]). A **watermark** `W` is a promise that no more records with event time
+//! below `W` will arrive (records that do arrive below it are *behind the watermark*: see
+//! [`crate::window_state`] for what happens to them). A window `[start, end)` is complete,
+//! and fires, once the watermark reaches `end`.
+//!
+//! Riffle's watermark is Flink's plus one: Flink's bounded-out-of-orderness generator emits
+//! `max_seen - ooo - 1` meaning "records at or below this are late"; Riffle's
+//! [`WatermarkGenerator`] emits `max_seen - ooo` meaning "records below this are late". The
+//! windows that fire and the records that are late are the same.
+//!
+//! Watermarks are generated per source split and advance *between chunks* of input (as
+//! Flink emits them periodically rather than after every record), which makes them a pure
+//! function of the input: the same file gives the same watermarks whatever the number of
+//! workers.
+
+use serde::{Deserialize, Serialize};
+
+/// Event time: milliseconds since the Unix epoch.
+pub type EventTime = i64;
+
+/// A watermark: all records with an event time below it have arrived.
+pub type Watermark = i64;
+
+/// The watermark before any record has been seen.
+pub const WATERMARK_MIN: Watermark = i64::MIN;
+/// The watermark of a finished input: every window may fire.
+pub const WATERMARK_MAX: Watermark = i64::MAX;
+
+/// How a source derives watermarks from the event times it sees.
+///
+/// ```
+/// use riffle_core::WatermarkStrategy;
+/// let s = WatermarkStrategy::bounded_out_of_orderness(1_000).with_idleness(5_000);
+/// assert_eq!(s.out_of_orderness, 1_000);
+/// assert_eq!(s.idle_timeout, Some(5_000));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkStrategy {
+    /// How far (ms) a record may trail the highest event time seen and still be on time.
+    pub out_of_orderness: i64,
+    /// After this long (ms of wall-clock time) without records, a split is idle: it no
+    /// longer holds the watermark of its worker back until it produces records again.
+    pub idle_timeout: Option<i64>,
+}
+
+impl WatermarkStrategy {
+    /// Watermark = highest event time seen − `out_of_orderness_ms`.
+    pub fn bounded_out_of_orderness(out_of_orderness_ms: i64) -> Self {
+        WatermarkStrategy { out_of_orderness: out_of_orderness_ms.max(0), idle_timeout: None }
+    }
+
+    /// Watermark = highest event time seen (records must arrive in order to be on time).
+    pub fn monotonous() -> Self {
+        Self::bounded_out_of_orderness(0)
+    }
+
+    /// Marks a split idle after `idle_timeout_ms` of wall-clock time without records.
+    pub fn with_idleness(mut self, idle_timeout_ms: i64) -> Self {
+        self.idle_timeout = Some(idle_timeout_ms.max(0));
+        self
+    }
+
+    /// A new generator following this strategy.
+    pub fn generator(&self) -> WatermarkGenerator {
+        WatermarkGenerator { strategy: *self, max_seen: None }
+    }
+}
+
+/// Tracks the highest event time of one split and derives its watermark.
+///
+/// ```
+/// use riffle_core::{WatermarkGenerator, WatermarkStrategy};
+/// let mut g = WatermarkStrategy::bounded_out_of_orderness(100).generator();
+/// assert_eq!(g.current(), i64::MIN);
+/// g.observe(1_000);
+/// g.observe(900); // out of order: does not move the watermark back
+/// assert_eq!(g.current(), 900);
+/// ```
+#[derive(Clone, Debug)]
+pub struct WatermarkGenerator {
+    strategy: WatermarkStrategy,
+    max_seen: Option<EventTime>,
+}
+
+impl WatermarkGenerator {
+    /// Records that a record with event time `ts` was read.
+    #[inline]
+    pub fn observe(&mut self, ts: EventTime) {
+        self.max_seen = Some(self.max_seen.map_or(ts, |m| m.max(ts)));
+    }
+
+    /// The current watermark: highest event time seen − out-of-orderness.
+    pub fn current(&self) -> Watermark {
+        match self.max_seen {
+            None => WATERMARK_MIN,
+            Some(m) => m.saturating_sub(self.strategy.out_of_orderness),
+        }
+    }
+
+    /// The strategy this generator follows.
+    pub fn strategy(&self) -> &WatermarkStrategy {
+        &self.strategy
+    }
+}
+
+/// Floor division for event times, correct for negative times.
+///
+/// ```
+/// assert_eq!(riffle_core::time::floor_to(-1, 5), -5);
+/// assert_eq!(riffle_core::time::floor_to(7, 5), 5);
+/// ```
+#[inline]
+pub fn floor_to(ts: EventTime, step: i64) -> EventTime {
+    ts - ts.rem_euclid(step)
+}

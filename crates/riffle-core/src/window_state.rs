@@ -1,0 +1,467 @@
+//! The state machines of the keyed time-window operators, free of any execution engine.
+//!
+//! # Semantics
+//!
+//! Each record reaches the window operator with the watermark `W` its source had emitted
+//! before it (the time of the message that carries it). Relative to that watermark a record
+//! is one of ([`Admission`]):
+//!
+//! * **on time**: none of its windows can have fired yet. It is added to its pane at once.
+//! * **staged**: behind the watermark, but at least one of its windows is still within the
+//!   allowed lateness (`window.end + lateness > W`). It is applied *in event order*: once
+//!   every worker's watermark has passed `W`, after the windows ending at or before `W` fired.
+//!   Each window it joins whose end is at or before `W` fires again with its updated
+//!   result (Flink's default trigger does the same for late elements); windows still open
+//!   simply include it when they fire.
+//! * **late**: every window it belongs to is past its allowed lateness. It is not added; the
+//!   runtime counts it and sends it to the late-data output.
+//!
+//! Because the admission of a record depends only on its event time and on the watermark of
+//! its own source (not on how far other workers have got) and staged records are applied in
+//! watermark order, the output is the same for any number of workers.
+//!
+//! Session windows follow Flink: each record opens `[ts, ts + gap)`, and windows that
+//! intersect or touch merge. A session record is on time only when `ts > W` (it cannot touch
+//! a session that already fired); it is late when its own window `[ts, ts + gap)` is past the
+//! allowed lateness, even if it would have merged into a session that is not (Flink would
+//! admit it there; Riffle decides without looking at state, which keeps the decision
+//! independent of timing).
+//!
+//! State of a window is kept until the watermark passes `end + lateness`, then dropped.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use hashbrown::HashMap;
+
+use crate::aggregate::Aggregate;
+use crate::time::{EventTime, Watermark};
+use crate::window::{SessionWindows, Slicing, Window};
+
+/// What happens to a record relative to the watermark it arrived with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Added to its pane at once.
+    OnTime,
+    /// Applied once the watermark has passed the record's arrival watermark.
+    Staged,
+    /// Not added: every window it belongs to is past its allowed lateness.
+    Late,
+}
+
+/// Admission of a record at `ts`, arriving with watermark `wm`, into sliced windows.
+///
+/// ```
+/// use riffle_core::window::{TimeWindows, TumblingWindows};
+/// use riffle_core::window_state::{admit_sliced, Admission};
+/// let TimeWindows::Sliced(s) = TumblingWindows::of_millis(10).unwrap().into() else { unreachable!() };
+/// assert_eq!(admit_sliced(&s, 12, 15, 5), Admission::OnTime);  // [10,20) still open
+/// assert_eq!(admit_sliced(&s, 5, 12, 5), Admission::Staged);   // [0,10) fired, within lateness
+/// assert_eq!(admit_sliced(&s, 5, 15, 5), Admission::Late);     // [0,10) + 5 <= 15
+/// ```
+#[inline]
+pub fn admit_sliced(slicing: &Slicing, ts: EventTime, wm: Watermark, lateness: i64) -> Admission {
+    let pane = slicing.pane_of(ts);
+    if slicing.first_window_end(pane) > wm {
+        Admission::OnTime
+    } else if slicing.last_window_end(pane).saturating_add(lateness) > wm {
+        Admission::Staged
+    } else {
+        Admission::Late
+    }
+}
+
+/// Admission of a record at `ts`, arriving with watermark `wm`, into session windows.
+#[inline]
+pub fn admit_session(sessions: &SessionWindows, ts: EventTime, wm: Watermark, lateness: i64) -> Admission {
+    if ts > wm {
+        Admission::OnTime
+    } else if ts.saturating_add(sessions.gap).saturating_add(lateness) > wm {
+        Admission::Staged
+    } else {
+        Admission::Late
+    }
+}
+
+/// Partial aggregates of tumbling, sliding or global windows, per pane and key, with staged
+/// late updates, fired as the watermark advances.
+///
+/// ```
+/// use riffle_core::aggregate::Count;
+/// use riffle_core::window::{TimeWindows, TumblingWindows};
+/// use riffle_core::window_state::SlicedWindowState;
+/// let TimeWindows::Sliced(s) = TumblingWindows::of_millis(10).unwrap().into() else { unreachable!() };
+/// let mut state = SlicedWindowState::<&str, (), Count>::new(s, 0, Count);
+/// state.add_on_time(0, "a", 2);
+/// state.add_on_time(10, "a", 1);
+/// let mut out = vec![];
+/// state.advance(10, &mut |w, k, n| out.push((w.start, *k, n)));
+/// assert_eq!(out, vec![(0, "a", 2)]);
+/// ```
+pub struct SlicedWindowState<K, D, A: Aggregate<D>> {
+    slicing: Slicing,
+    lateness: i64,
+    agg: A,
+    panes: BTreeMap<EventTime, HashMap<K, A::Acc>>,
+    staged: BTreeMap<Watermark, Vec<(EventTime, K, A::Acc)>>,
+    fired_up_to: Watermark,
+    _records: std::marker::PhantomData<fn(D)>,
+}
+
+impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
+    /// Empty state for windows cut by `slicing`, keeping windows `lateness` ms after they fire.
+    pub fn new(slicing: Slicing, lateness: i64, agg: A) -> Self {
+        SlicedWindowState {
+            slicing,
+            lateness,
+            agg,
+            panes: BTreeMap::new(),
+            staged: BTreeMap::new(),
+            fired_up_to: i64::MIN,
+            _records: std::marker::PhantomData,
+        }
+    }
+
+    /// Merges an on-time partial aggregate into pane `pane` (a pane start).
+    pub fn add_on_time(&mut self, pane: EventTime, key: K, acc: A::Acc) {
+        let keys = self.panes.entry(pane).or_default();
+        match keys.get_mut(&key) {
+            Some(a) => self.agg.merge(a, acc),
+            None => {
+                keys.insert(key, acc);
+            }
+        }
+    }
+
+    /// Stages a partial aggregate of records behind the watermark `at` until the watermark
+    /// passes `at`.
+    pub fn stage(&mut self, at: Watermark, pane: EventTime, key: K, acc: A::Acc) {
+        self.staged.entry(at).or_default().push((pane, key, acc));
+    }
+
+    /// Number of (pane, key) entries and staged updates held: the state size.
+    pub fn len(&self) -> usize {
+        self.panes.values().map(|p| p.len()).sum::<usize>() + self.staged.values().map(|s| s.len()).sum::<usize>()
+    }
+
+    /// Whether no state is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Advances the watermark to `wm`: fires every window ending at or before `wm`, applies
+    /// staged updates in watermark order (re-firing the windows they change) and drops state
+    /// past its allowed lateness. `emit` receives each fired window, key and result.
+    pub fn advance(&mut self, wm: Watermark, emit: &mut dyn FnMut(Window, &K, A::Output)) {
+        if wm <= self.fired_up_to && self.staged.range(..wm).next().is_none() {
+            return;
+        }
+        while let Some(entry) = self.staged.first_entry() {
+            if *entry.key() >= wm {
+                break;
+            }
+            let (at, updates) = entry.remove_entry();
+            self.fire_until(at, emit);
+            self.cleanup(at);
+            self.apply_staged(at, updates, emit);
+        }
+        self.fire_until(wm, emit);
+        self.cleanup(wm);
+    }
+
+    fn window_result(&self, window: Window, key: &K) -> Option<A::Output> {
+        let mut acc: Option<A::Acc> = None;
+        for pane in self.slicing.panes_of_window(window) {
+            if let Some(a) = self.panes.get(&pane).and_then(|p| p.get(key)) {
+                match acc.as_mut() {
+                    None => acc = Some(a.clone()),
+                    Some(x) => self.agg.merge(x, a.clone()),
+                }
+            }
+        }
+        acc.map(|a| self.agg.result(&a))
+    }
+
+    fn apply_staged(&mut self, at: Watermark, updates: Vec<(EventTime, K, A::Acc)>, emit: &mut dyn FnMut(Window, &K, A::Output)) {
+        let mut refire: Vec<(Window, K)> = Vec::new();
+        for (pane, key, acc) in updates {
+            let (slicing, lateness) = (self.slicing, self.lateness);
+            slicing.windows_of_pane(pane, &mut |w| {
+                if w.end <= at && w.end.saturating_add(lateness) > at {
+                    refire.push((w, key.clone()));
+                }
+            });
+            self.add_on_time(pane, key, acc);
+        }
+        refire.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut seen: hashbrown::HashSet<(Window, K)> = hashbrown::HashSet::new();
+        for (w, k) in refire {
+            if seen.insert((w, k.clone())) {
+                if let Some(r) = self.window_result(w, &k) {
+                    emit(w, &k, r);
+                }
+            }
+        }
+    }
+
+    fn fire_until(&mut self, wm: Watermark, emit: &mut dyn FnMut(Window, &K, A::Output)) {
+        if wm <= self.fired_up_to {
+            return;
+        }
+        let from = self.fired_up_to;
+        let mut windows = std::collections::BTreeSet::new();
+        let lowest_pane = if self.slicing.is_global() { i64::MIN } else { from.saturating_sub(self.slicing.size) };
+        for (&pane, _) in self.panes.range(lowest_pane..) {
+            if pane >= wm {
+                break;
+            }
+            self.slicing.windows_of_pane(pane, &mut |w| {
+                if w.end > from && w.end <= wm {
+                    windows.insert((w.end, w.start));
+                }
+            });
+        }
+        for (end, start) in windows {
+            let window = Window { start, end };
+            if self.slicing.pane == self.slicing.size || self.slicing.is_global() {
+                // One pane per window: emit its entries directly.
+                let pane = if self.slicing.is_global() { i64::MIN } else { start };
+                if let Some(keys) = self.panes.get(&pane) {
+                    for (k, acc) in keys {
+                        emit(window, k, self.agg.result(acc));
+                    }
+                }
+            } else {
+                let mut merged: HashMap<&K, A::Acc> = HashMap::new();
+                for pane in self.slicing.panes_of_window(window) {
+                    if let Some(keys) = self.panes.get(&pane) {
+                        for (k, acc) in keys {
+                            match merged.get_mut(k) {
+                                Some(m) => self.agg.merge(m, acc.clone()),
+                                None => {
+                                    merged.insert(k, acc.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                for (k, acc) in merged {
+                    emit(window, k, self.agg.result(&acc));
+                }
+            }
+        }
+        self.fired_up_to = wm;
+    }
+
+    fn cleanup(&mut self, wm: Watermark) {
+        let (slicing, lateness) = (self.slicing, self.lateness);
+        while let Some(entry) = self.panes.first_entry() {
+            if slicing.last_window_end(*entry.key()).saturating_add(lateness) <= wm {
+                entry.remove();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// One session of a key.
+#[derive(Clone, Debug)]
+struct Session<Acc> {
+    window: Window,
+    acc: Acc,
+    /// Whether the session changed since it last fired.
+    dirty: bool,
+    /// Whether the session has fired at least once.
+    fired: bool,
+}
+
+/// Session windows per key, merging as records arrive, with staged late updates.
+///
+/// ```
+/// use riffle_core::aggregate::Count;
+/// use riffle_core::window::SessionWindows;
+/// use riffle_core::window_state::SessionWindowState;
+/// let mut s = SessionWindowState::<&str, (), Count>::new(SessionWindows::with_gap_millis(10).unwrap(), 0, Count);
+/// s.add_on_time("a", 0, 1);
+/// s.add_on_time("a", 25, 1);
+/// s.add_on_time("a", 8, 1); // bridges nothing: [8,18) merges with [0,10) only
+/// let mut out = vec![];
+/// s.advance(i64::MAX, &mut |w, _k, n| out.push((w.start, w.end, n)));
+/// out.sort();
+/// assert_eq!(out, vec![(0, 18, 2), (25, 35, 1)]);
+/// ```
+pub struct SessionWindowState<K, D, A: Aggregate<D>> {
+    gap: i64,
+    lateness: i64,
+    agg: A,
+    sessions: HashMap<K, Vec<Session<A::Acc>>>,
+    staged: BTreeMap<Watermark, Vec<(EventTime, K, A::Acc)>>,
+    watermark: Watermark,
+    _records: std::marker::PhantomData<fn(D)>,
+}
+
+impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
+    /// Empty state for `sessions`, keeping sessions `lateness` ms after they fire.
+    pub fn new(sessions: SessionWindows, lateness: i64, agg: A) -> Self {
+        SessionWindowState {
+            gap: sessions.gap,
+            lateness,
+            agg,
+            sessions: HashMap::new(),
+            staged: BTreeMap::new(),
+            watermark: i64::MIN,
+            _records: std::marker::PhantomData,
+        }
+    }
+
+    /// Adds the partial aggregate of a record at `ts` (an on-time record).
+    pub fn add_on_time(&mut self, key: K, ts: EventTime, acc: A::Acc) {
+        let window = Window { start: ts, end: ts.saturating_add(self.gap) };
+        self.merge_in(key, window, acc);
+    }
+
+    /// Adds the partial aggregate of a session already merged elsewhere (pre-aggregation).
+    pub fn add_session(&mut self, key: K, window: Window, acc: A::Acc) {
+        self.merge_in(key, window, acc);
+    }
+
+    /// Stages a record behind the watermark `at` until the watermark passes `at`.
+    pub fn stage(&mut self, at: Watermark, key: K, ts: EventTime, acc: A::Acc) {
+        self.staged.entry(at).or_default().push((ts, key, acc));
+    }
+
+    /// Number of sessions and staged updates held.
+    pub fn len(&self) -> usize {
+        self.sessions.values().map(|v| v.len()).sum::<usize>() + self.staged.values().map(|s| s.len()).sum::<usize>()
+    }
+
+    /// Whether no state is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn merge_in(&mut self, key: K, window: Window, acc: A::Acc) -> Window {
+        let list = self.sessions.entry(key).or_default();
+        let mut merged = Session { window, acc, dirty: true, fired: false };
+        let mut i = 0;
+        while i < list.len() {
+            let w = list[i].window;
+            // Flink's TimeWindow::intersects: touching windows merge too.
+            if w.start <= merged.window.end && merged.window.start <= w.end {
+                let s = list.swap_remove(i);
+                merged.window = Window { start: w.start.min(merged.window.start), end: w.end.max(merged.window.end) };
+                self.agg.merge(&mut merged.acc, s.acc);
+                merged.fired |= s.fired;
+            } else {
+                i += 1;
+            }
+        }
+        let w = merged.window;
+        list.push(merged);
+        w
+    }
+
+    /// Advances the watermark to `wm`, firing sessions that ended and applying staged
+    /// records in watermark order; see the module docs.
+    pub fn advance(&mut self, wm: Watermark, emit: &mut dyn FnMut(Window, &K, A::Output)) {
+        if wm <= self.watermark && self.staged.range(..wm).next().is_none() {
+            return;
+        }
+        while let Some(entry) = self.staged.first_entry() {
+            if *entry.key() >= wm {
+                break;
+            }
+            let (at, updates) = entry.remove_entry();
+            self.fire_and_clean(at, emit);
+            for (ts, key, acc) in updates {
+                self.add_on_time(key, ts, acc);
+            }
+            // Sessions that end at or before `at` and changed fire now, as late updates.
+            self.fire_and_clean(at, emit);
+        }
+        self.fire_and_clean(wm, emit);
+        self.watermark = self.watermark.max(wm);
+    }
+
+    fn fire_and_clean(&mut self, wm: Watermark, emit: &mut dyn FnMut(Window, &K, A::Output)) {
+        let lateness = self.lateness;
+        let agg = &self.agg;
+        self.sessions.retain(|key, list| {
+            list.retain_mut(|s| {
+                if s.window.end <= wm && s.dirty {
+                    emit(s.window, key, agg.result(&s.acc));
+                    s.dirty = false;
+                    s.fired = true;
+                }
+                s.window.end.saturating_add(lateness) > wm
+            });
+            !list.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Count;
+    use crate::window::{SlidingWindows, TimeWindows, TumblingWindows};
+
+    fn sliced(size: i64, slide: i64) -> Slicing {
+        match TimeWindows::from(SlidingWindows::of_millis(size, slide).unwrap()) {
+            TimeWindows::Sliced(s) => s,
+            TimeWindows::Session(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn tumbling_fires_at_end_and_late_update_refires() {
+        let TimeWindows::Sliced(s) = TumblingWindows::of_millis(10).unwrap().into() else { unreachable!() };
+        let mut st = SlicedWindowState::<&str, (), Count>::new(s, 5, Count);
+        st.add_on_time(0, "a", 1);
+        let mut out = vec![];
+        st.advance(9, &mut |w, k, n| out.push((w, *k, n)));
+        assert!(out.is_empty());
+        st.advance(10, &mut |w, k, n| out.push((w, *k, n)));
+        assert_eq!(out, vec![(Window { start: 0, end: 10 }, "a", 1)]);
+        // A late record arriving with watermark 12 (within lateness 5) re-fires [0,10).
+        st.stage(12, 0, "a", 1);
+        out.clear();
+        st.advance(12, &mut |w, k, n| out.push((w, *k, n)));
+        assert!(out.is_empty(), "staged until the watermark passes 12");
+        st.advance(13, &mut |w, k, n| out.push((w, *k, n)));
+        assert_eq!(out, vec![(Window { start: 0, end: 10 }, "a", 2)]);
+        st.advance(15, &mut |_, _, _| {});
+        assert!(st.is_empty(), "state is dropped at end + lateness");
+    }
+
+    #[test]
+    fn sliding_merges_panes() {
+        let s = sliced(10, 5);
+        let mut st = SlicedWindowState::<u8, (), Count>::new(s, 0, Count);
+        st.add_on_time(0, 1, 1);
+        st.add_on_time(5, 1, 2);
+        st.add_on_time(10, 1, 4);
+        let mut out = vec![];
+        st.advance(i64::MAX, &mut |w, _, n| out.push((w.start, w.end, n)));
+        out.sort();
+        assert_eq!(out, vec![(-5, 5, 1), (0, 10, 3), (5, 15, 6), (10, 20, 4)]);
+        assert!(st.is_empty());
+    }
+
+    #[test]
+    fn session_late_record_bridges_and_refires() {
+        let mut s = SessionWindowState::<&str, (), Count>::new(SessionWindows::with_gap_millis(10).unwrap(), 100, Count);
+        s.add_on_time("a", 0, 1);
+        s.add_on_time("a", 25, 1);
+        let mut out = vec![];
+        s.advance(40, &mut |w, _, n| out.push((w.start, w.end, n)));
+        out.sort();
+        assert_eq!(out, vec![(0, 10, 1), (25, 35, 1)]);
+        s.stage(40, "a", 12, 1); // [12,22) touches neither... 
+        s.stage(40, "a", 10, 1); // [10,20) touches [0,10) and [12,22)
+        out.clear();
+        s.advance(41, &mut |w, _, n| out.push((w.start, w.end, n)));
+        assert_eq!(out, vec![(0, 22, 3)]);
+    }
+}
