@@ -1,0 +1,164 @@
+//! What the workers of one process share while a job runs: counters, errors, the clock and
+//! the cancellation flag.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use riffle_core::Error;
+
+/// A source of wall-clock time, injected so that tests can control it.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_millis(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to, for tests.
+///
+/// ```
+/// use riffle_runtime::context::{Clock, ManualClock};
+/// let c = ManualClock::new(1_000);
+/// c.advance(500);
+/// assert_eq!(c.now_millis(), 1_500);
+/// ```
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock showing `now` ms.
+    pub fn new(now: i64) -> Self {
+        ManualClock(AtomicU64::new(now as u64))
+    }
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> i64 {
+        self.0.load(Ordering::SeqCst) as i64
+    }
+}
+
+/// Counters of a job, summed over the workers of this process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records produced by sources.
+    pub records_in: AtomicU64,
+    /// Input lines or records that could not be parsed.
+    pub malformed: AtomicU64,
+    /// Records dropped by windows because they were later than the allowed lateness.
+    pub late: AtomicU64,
+    /// Records written by sinks.
+    pub records_out: AtomicU64,
+}
+
+/// A snapshot of [`Metrics`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MetricsSnapshot {
+    /// Records produced by sources.
+    pub records_in: u64,
+    /// Input lines or records that could not be parsed.
+    pub malformed: u64,
+    /// Records dropped as too late.
+    pub late: u64,
+    /// Records written by sinks.
+    pub records_out: u64,
+}
+
+/// How many malformed records are reported one by one before only counting.
+const MALFORMED_REPORT_LIMIT: u64 = 20;
+
+/// State shared by the workers of a process for one job.
+pub struct JobContext {
+    metrics: Metrics,
+    errors: Mutex<Vec<Error>>,
+    cancelled: AtomicBool,
+    strict: bool,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobContext").field("metrics", &self.metrics).field("strict", &self.strict).finish()
+    }
+}
+
+impl Default for JobContext {
+    fn default() -> Self {
+        JobContext::new(false, Arc::new(SystemClock))
+    }
+}
+
+impl JobContext {
+    /// A context. With `strict`, a malformed record fails the job instead of being skipped.
+    pub fn new(strict: bool, clock: Arc<dyn Clock>) -> Self {
+        JobContext { metrics: Metrics::default(), errors: Mutex::new(Vec::new()), cancelled: AtomicBool::new(false), strict, clock }
+    }
+
+    /// The job's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let m = &self.metrics;
+        MetricsSnapshot {
+            records_in: m.records_in.load(Ordering::Relaxed),
+            malformed: m.malformed.load(Ordering::Relaxed),
+            late: m.late.load(Ordering::Relaxed),
+            records_out: m.records_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The wall clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Records a failure and asks every source to stop.
+    pub fn fail(&self, error: Error) {
+        tracing::error!("{error}");
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(error);
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the job should stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Takes the recorded errors.
+    pub fn take_errors(&self) -> Vec<Error> {
+        std::mem::take(&mut *self.errors.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Counts a malformed record, reports it with its position (the first few one by one),
+    /// and in strict mode fails the job.
+    pub fn malformed(&self, origin: &str, line: u64, message: &str) {
+        let n = self.metrics.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        let error = Error::Malformed { origin: origin.to_string(), line, message: message.to_string() };
+        if self.strict {
+            self.fail(error);
+        } else if n <= MALFORMED_REPORT_LIMIT {
+            tracing::warn!("skipped malformed record: {error}");
+            if n == MALFORMED_REPORT_LIMIT {
+                tracing::warn!("further malformed records are counted but not reported one by one");
+            }
+        }
+    }
+}

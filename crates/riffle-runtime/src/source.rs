@@ -1,0 +1,300 @@
+//! Sources: splits read in order, stamped with `(epoch, watermark)` per chunk.
+//!
+//! A source is a list of splits. Split `i` is read by worker `i % workers`. Each split has its
+//! own [`WatermarkGenerator`]; the chunk it hands out is stamped with the split's watermark
+//! *before* the chunk, and the worker's capability is the least watermark over its active
+//! splits. A split idle for longer than the strategy's idle timeout stops holding its
+//! worker's watermark back until it produces data again. When all of a worker's splits have
+//! ended the worker drops its capability; when every worker has, the input has ended and
+//! every open window fires.
+//!
+//! In processing-time mode records are stamped with the wall clock when they are read, and
+//! the watermark follows the clock, ticking while no data arrives so that windows fire on
+//! time.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riffle_connectors::{LineReader, Poll, SplitSpec};
+use riffle_core::time::WATERMARK_MIN;
+use riffle_core::{EventTime, Result, WatermarkGenerator, WatermarkStrategy};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, Stream};
+use timely::container::CapacityContainerBuilder;
+
+use crate::context::JobContext;
+use crate::time::Time;
+
+/// How records get their event time.
+#[derive(Clone, Copy, Debug)]
+pub enum TimeMode {
+    /// Stamped by the source with the wall clock; watermark = clock.
+    Processing,
+    /// Taken from the record; watermark from the strategy.
+    Event(WatermarkStrategy),
+}
+
+/// What one poll of a split returned.
+pub enum SplitPoll<D> {
+    /// Records, each with its event time (ignored in processing-time mode).
+    Records(Vec<(EventTime, D)>),
+    /// Nothing now.
+    Pending,
+    /// The split has ended.
+    Finished,
+}
+
+/// A split the source operator polls for records.
+pub trait SplitReader<D> {
+    /// Up to about `max` next records.
+    fn poll(&mut self, max: usize) -> Result<SplitPoll<D>>;
+}
+
+/// Records of one in-memory split, handed out `chunk` at a time (an in-memory generator for
+/// tests: the watermark advances between chunks exactly as for a file).
+pub struct CollectionSplit<D> {
+    records: std::vec::IntoIter<(EventTime, D)>,
+    chunk: usize,
+}
+
+impl<D> CollectionSplit<D> {
+    /// A split over `records`, handed out `chunk` records at a time.
+    pub fn new(records: Vec<(EventTime, D)>, chunk: usize) -> Self {
+        CollectionSplit { records: records.into_iter(), chunk: chunk.max(1) }
+    }
+}
+
+impl<D> SplitReader<D> for CollectionSplit<D> {
+    fn poll(&mut self, _max: usize) -> Result<SplitPoll<D>> {
+        let batch: Vec<_> = self.records.by_ref().take(self.chunk).collect();
+        Ok(if batch.is_empty() { SplitPoll::Finished } else { SplitPoll::Records(batch) })
+    }
+}
+
+/// How a text line yields its event time and its text.
+pub type TimestampParser = Rc<dyn Fn(&str) -> std::result::Result<(EventTime, &str), String>>;
+
+/// Parses `<unix-millis><comma, tab or space><text>`, the CLI's event-time line format.
+///
+/// ```
+/// use riffle_runtime::source::leading_millis;
+/// assert_eq!(leading_millis("1700000000000,hello world"), Ok((1_700_000_000_000, "hello world")));
+/// assert_eq!(leading_millis("-5\tx"), Ok((-5, "x")));
+/// assert!(leading_millis("hello").is_err());
+/// ```
+pub fn leading_millis(line: &str) -> std::result::Result<(EventTime, &str), String> {
+    let bytes = line.as_bytes();
+    let digits_from = usize::from(bytes.first() == Some(&b'-'));
+    let end = bytes[digits_from..].iter().position(|b| !b.is_ascii_digit()).map_or(bytes.len(), |p| p + digits_from);
+    if end == digits_from {
+        return Err("expected <unix-millis><comma, tab or space><text>".into());
+    }
+    let ts: i64 = line[..end].parse().map_err(|_| format!("timestamp '{}' out of range", &line[..end]))?;
+    match bytes.get(end) {
+        None => Ok((ts, "")),
+        Some(b',' | b'\t' | b' ') => Ok((ts, &line[end + 1..])),
+        Some(_) => Err("expected a comma, tab or space after the timestamp".into()),
+    }
+}
+
+/// A text split: lines of a [`LineReader`], validated as UTF-8 and, in event-time mode,
+/// parsed for their timestamp. Malformed lines are reported to the job context with their
+/// position and skipped; blank lines are skipped (they hold no text).
+pub struct TextSplit {
+    reader: Box<dyn LineReader>,
+    parser: Option<TimestampParser>,
+    ctx: Arc<JobContext>,
+}
+
+impl TextSplit {
+    /// A text split; `parser` is `None` in processing-time mode.
+    pub fn new(reader: Box<dyn LineReader>, parser: Option<TimestampParser>, ctx: Arc<JobContext>) -> Self {
+        TextSplit { reader, parser, ctx }
+    }
+}
+
+impl SplitReader<String> for TextSplit {
+    fn poll(&mut self, max: usize) -> Result<SplitPoll<String>> {
+        let chunk = match self.reader.poll(max)? {
+            Poll::Chunk(c) => c,
+            Poll::Pending => return Ok(SplitPoll::Pending),
+            Poll::Finished => return Ok(SplitPoll::Finished),
+        };
+        let mut out = Vec::with_capacity(chunk.lines.len());
+        for (i, bytes) in chunk.lines.into_iter().enumerate() {
+            let line_no = chunk.first_line + i as u64;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let mut line = match String::from_utf8(bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    let at = e.utf8_error().valid_up_to();
+                    self.ctx.malformed(self.reader.origin(), line_no, &format!("invalid UTF-8 at byte {at}"));
+                    continue;
+                }
+            };
+            match &self.parser {
+                None => out.push((0, line)),
+                Some(parse) => match parse(&line) {
+                    Ok((ts, text)) => {
+                        let skip = line.len() - text.len();
+                        line.drain(..skip);
+                        out.push((ts, line));
+                    }
+                    Err(message) => self.ctx.malformed(self.reader.origin(), line_no, &message),
+                },
+            }
+        }
+        Ok(SplitPoll::Records(out))
+    }
+}
+
+struct SplitState<D> {
+    reader: Box<dyn SplitReader<D>>,
+    watermark: WatermarkGenerator,
+    last_data: i64,
+    idle: bool,
+}
+
+/// Records per chunk: the watermark advances between chunks.
+pub const DEFAULT_CHUNK_LINES: usize = 1024;
+
+/// Builds the source operator for the splits this worker owns. `open` turns a split index
+/// into a reader (called once per owned split, when the dataflow is built).
+pub(crate) fn split_source<'s, D: timely::ExchangeData>(
+    scope: Scope<'s, Time>,
+    name: &str,
+    ctx: Arc<JobContext>,
+    mode: TimeMode,
+    readers: Vec<Box<dyn SplitReader<D>>>,
+    chunk: usize,
+) -> Stream<'s, Time, Vec<(EventTime, D)>> {
+    let strategy = match mode {
+        TimeMode::Event(s) => s,
+        TimeMode::Processing => WatermarkStrategy::monotonous(),
+    };
+    source::<_, CapacityContainerBuilder<Vec<(EventTime, D)>>, _, _>(scope, name, move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let now = ctx.clock().now_millis();
+        let mut splits: Vec<SplitState<D>> = readers
+            .into_iter()
+            .map(|reader| SplitState { reader, watermark: strategy.generator(), last_data: now, idle: false })
+            .collect();
+        let mut cap = if splits.is_empty() { None } else { Some(capability) };
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            if ctx.is_cancelled() {
+                cap = None;
+                return;
+            }
+            let started = Instant::now();
+            let mut more_now = false;
+            let mut got_records = false;
+            let mut i = 0;
+            while i < splits.len() {
+                let mut finished = false;
+                // Poll this split a bounded number of times, so that downstream operators run
+                // between chunks and the watermark keeps moving.
+                for _ in 0..16 {
+                    let split = &mut splits[i];
+                    match split.reader.poll(chunk) {
+                        Ok(SplitPoll::Records(mut records)) => {
+                            got_records = true;
+                            let now = ctx.clock().now_millis();
+                            split.last_data = now;
+                            split.idle = false;
+                            let wm = match mode {
+                                TimeMode::Processing => {
+                                    for r in records.iter_mut() {
+                                        r.0 = now;
+                                    }
+                                    now
+                                }
+                                TimeMode::Event(_) => split.watermark.current(),
+                            };
+                            for r in &records {
+                                split.watermark.observe(r.0);
+                            }
+                            ctx.metrics().records_in.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            let time = Time::new(c.time().epoch, wm.max(c.time().watermark));
+                            let at = c.delayed(&time);
+                            output.session(&at).give_container(&mut records);
+                        }
+                        Ok(SplitPoll::Pending) => break,
+                        Ok(SplitPoll::Finished) => {
+                            finished = true;
+                            break;
+                        }
+                        Err(e) => {
+                            ctx.fail(e);
+                            finished = true;
+                            break;
+                        }
+                    }
+                    if started.elapsed() > Duration::from_millis(20) {
+                        more_now = true;
+                        break;
+                    }
+                }
+                if finished {
+                    splits.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            if splits.is_empty() {
+                cap = None;
+                return;
+            }
+            let now = ctx.clock().now_millis();
+            let target = match mode {
+                TimeMode::Processing => now,
+                TimeMode::Event(s) => {
+                    if let Some(timeout) = s.idle_timeout {
+                        for split in splits.iter_mut() {
+                            if now - split.last_data >= timeout {
+                                split.idle = true;
+                            }
+                        }
+                    }
+                    splits.iter().filter(|s| !s.idle).map(|s| s.watermark.current()).min().unwrap_or(WATERMARK_MIN)
+                }
+            };
+            if target > c.time().watermark {
+                let t = Time::new(c.time().epoch, target);
+                c.downgrade(&t);
+            }
+            if more_now || got_records {
+                activator.activate();
+            } else {
+                // Every split is waiting for data: look again soon. 10 ms bounds the added
+                // latency of socket data and the granularity of processing-time ticks.
+                activator.activate_after(Duration::from_millis(10));
+            }
+        }
+    })
+}
+
+/// Opens the text splits this worker owns. Errors (a missing file, a refused socket) are
+/// recorded in the job context, which fails the job.
+pub(crate) fn open_text_splits(
+    splits: &[SplitSpec],
+    worker: usize,
+    workers: usize,
+    parser: Option<TimestampParser>,
+    ctx: &Arc<JobContext>,
+) -> Vec<Box<dyn SplitReader<String>>> {
+    let mut readers: Vec<Box<dyn SplitReader<String>>> = Vec::new();
+    for (i, spec) in splits.iter().enumerate() {
+        if i % workers != worker {
+            continue;
+        }
+        match spec.open() {
+            Ok(reader) => readers.push(Box::new(TextSplit::new(reader, parser.clone(), Arc::clone(ctx)))),
+            Err(e) => ctx.fail(e),
+        }
+    }
+    readers
+}

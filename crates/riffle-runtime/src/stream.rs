@@ -1,0 +1,421 @@
+//! The DataStream API: typed streams of timestamped records, in the shape of Flink's.
+//!
+//! A job is a function that builds its dataflow on a [`StreamEnv`]; it runs once on every
+//! worker (see [`crate::execute`]). Streams carry `(event time, record)` pairs in batches
+//! stamped with a coarse [`Time`].
+//!
+//! Each operator is a small timely operator with the logic taken from `riffle_core`.
+
+use std::hash::Hash;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use riffle_connectors::{LineSink, SplitSpec};
+use riffle_core::count_window::CountWindows;
+use riffle_core::window::{TimeWindows, Window};
+use riffle_core::EventTime;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::core::Concat;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::{Scope, Stream};
+use timely::ExchangeData;
+
+use crate::context::JobContext;
+use crate::source::{leading_millis, open_text_splits, split_source, SplitReader, TimeMode, TimestampParser, DEFAULT_CHUNK_LINES};
+use crate::time::Time;
+use crate::window_op;
+
+/// Data that can flow through a stream: sent between threads and processes.
+pub trait Data: ExchangeData + Clone {}
+impl<T: ExchangeData + Clone> Data for T {}
+
+/// Keys of a keyed stream.
+pub trait Key: Data + Hash + Eq {}
+impl<T: Data + Hash + Eq> Key for T {}
+
+/// The environment a job builds its dataflow in, on one worker.
+pub struct StreamEnv<'s> {
+    pub(crate) scope: Scope<'s, Time>,
+    pub(crate) ctx: Arc<JobContext>,
+}
+
+impl<'s> StreamEnv<'s> {
+    pub(crate) fn new(scope: Scope<'s, Time>, ctx: Arc<JobContext>) -> Self {
+        StreamEnv { scope, ctx }
+    }
+
+    /// This worker's index among all workers of all processes.
+    pub fn worker_index(&self) -> usize {
+        self.scope.index()
+    }
+
+    /// The number of workers of all processes.
+    pub fn workers(&self) -> usize {
+        self.scope.peers()
+    }
+
+    /// The job context (counters, errors, clock).
+    pub fn context(&self) -> &Arc<JobContext> {
+        &self.ctx
+    }
+
+    /// Lines read from a TCP server, as Flink's `socketTextStream`: processing time, and the
+    /// job's input ends when the server closes the connection.
+    pub fn socket_text(&mut self, address: &str) -> DataStream<'s, String> {
+        self.text(TextSource::new(vec![SplitSpec::Socket(address.to_string())]))
+    }
+
+    /// Lines of a text source.
+    pub fn text(&mut self, source: TextSource) -> DataStream<'s, String> {
+        let parser = match source.mode {
+            TimeMode::Processing => None,
+            TimeMode::Event(_) => Some(source.parser.clone().unwrap_or_else(|| Rc::new(leading_millis))),
+        };
+        let readers = open_text_splits(&source.splits, self.worker_index(), self.workers(), parser, &self.ctx);
+        let n_splits = source.splits.len();
+        let stream = self.splits("TextSource", source.mode, readers, source.chunk_lines);
+        if n_splits < self.workers() {
+            stream.rebalance()
+        } else {
+            stream
+        }
+    }
+
+    /// Records from splits this worker reads (split readers built by the caller for this
+    /// worker only), stamped per chunk of `chunk` records.
+    pub fn splits<D: Data>(
+        &mut self,
+        name: &str,
+        mode: TimeMode,
+        readers: Vec<Box<dyn SplitReader<D>>>,
+        chunk: usize,
+    ) -> DataStream<'s, D> {
+        let stream = split_source(self.scope, name, Arc::clone(&self.ctx), mode, readers, chunk);
+        DataStream { stream, ctx: Arc::clone(&self.ctx) }
+    }
+
+    /// In-memory records, one list per split (split `i` is read by worker `i % workers`),
+    /// `chunk` records per watermark step, in event time with `strategy`. An in-memory
+    /// generator for tests and examples.
+    pub fn from_splits<D: Data>(
+        &mut self,
+        splits: Vec<Vec<(EventTime, D)>>,
+        chunk: usize,
+        strategy: riffle_core::WatermarkStrategy,
+    ) -> DataStream<'s, D> {
+        let (me, n) = (self.worker_index(), self.workers());
+        let readers: Vec<Box<dyn SplitReader<D>>> = splits
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % n == me)
+            .map(|(_, records)| Box::new(crate::source::CollectionSplit::new(records, chunk)) as Box<dyn SplitReader<D>>)
+            .collect();
+        self.splits("Collection", TimeMode::Event(strategy), readers, chunk)
+    }
+}
+
+/// A text source: splits, their time mode and how lines carry timestamps.
+#[derive(Clone)]
+pub struct TextSource {
+    splits: Vec<SplitSpec>,
+    mode: TimeMode,
+    parser: Option<TimestampParser>,
+    chunk_lines: usize,
+}
+
+impl TextSource {
+    /// Lines of `splits` in processing time.
+    pub fn new(splits: Vec<SplitSpec>) -> Self {
+        TextSource { splits, mode: TimeMode::Processing, parser: None, chunk_lines: DEFAULT_CHUNK_LINES }
+    }
+
+    /// Event time: every line starts with `<unix-millis><comma, tab or space>` (or what
+    /// [`TextSource::timestamp_parser`] says), watermarks follow `strategy`.
+    pub fn event_time(mut self, strategy: riffle_core::WatermarkStrategy) -> Self {
+        self.mode = TimeMode::Event(strategy);
+        self
+    }
+
+    /// How a line yields its event time and its text (default: [`leading_millis`]).
+    pub fn timestamp_parser(mut self, parser: TimestampParser) -> Self {
+        self.parser = Some(parser);
+        self
+    }
+
+    /// Lines per chunk: watermarks advance between chunks (default 1024).
+    pub fn chunk_lines(mut self, lines: usize) -> Self {
+        self.chunk_lines = lines.max(1);
+        self
+    }
+}
+
+/// A stream of records of type `D`, each with its event time.
+pub struct DataStream<'s, D: 'static> {
+    pub(crate) stream: Stream<'s, Time, Vec<(EventTime, D)>>,
+    pub(crate) ctx: Arc<JobContext>,
+}
+
+impl<D: Clone + 'static> Clone for DataStream<'_, D> {
+    fn clone(&self) -> Self {
+        DataStream { stream: self.stream.clone(), ctx: Arc::clone(&self.ctx) }
+    }
+}
+
+type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
+
+impl<'s, D: Data> DataStream<'s, D> {
+    /// Applies `f` to every record.
+    pub fn map<D2: Data>(self, mut f: impl FnMut(D) -> D2 + 'static) -> DataStream<'s, D2> {
+        let stream = self.stream.unary::<VecBuilder<(EventTime, D2)>, _, _, _>(Pipeline, "Map", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    output.session(&cap).give_iterator(data.drain(..).map(|(ts, d)| (ts, f(d))));
+                });
+            }
+        });
+        DataStream { stream, ctx: self.ctx }
+    }
+
+    /// Replaces every record by the records `f` returns (each with the input's event time).
+    pub fn flat_map<D2: Data, I: IntoIterator<Item = D2>>(self, mut f: impl FnMut(D) -> I + 'static) -> DataStream<'s, D2> {
+        let stream = self.stream.unary::<VecBuilder<(EventTime, D2)>, _, _, _>(Pipeline, "FlatMap", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for (ts, d) in data.drain(..) {
+                        for d2 in f(d) {
+                            session.give((ts, d2));
+                        }
+                    }
+                });
+            }
+        });
+        DataStream { stream, ctx: self.ctx }
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(self, mut f: impl FnMut(&D) -> bool + 'static) -> DataStream<'s, D> {
+        let stream = self.stream.unary::<VecBuilder<(EventTime, D)>, _, _, _>(Pipeline, "Filter", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    output.session(&cap).give_iterator(data.drain(..).filter(|(_, d)| f(d)));
+                });
+            }
+        });
+        DataStream { stream, ctx: self.ctx }
+    }
+
+    /// Spreads records evenly over all workers (round robin), as Flink's `rebalance`.
+    pub fn rebalance(self) -> DataStream<'s, D> {
+        let mut next = 0u64;
+        let pact = Exchange::new(move |_: &(EventTime, D)| {
+            next = next.wrapping_add(1);
+            next
+        });
+        let stream = self.stream.unary::<VecBuilder<(EventTime, D)>, _, _, _>(pact, "Rebalance", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| output.session(&cap).give_container(data));
+            }
+        });
+        DataStream { stream, ctx: self.ctx }
+    }
+
+    /// Both streams' records.
+    pub fn union(self, other: DataStream<'s, D>) -> DataStream<'s, D> {
+        DataStream { stream: self.stream.concat(other.stream), ctx: self.ctx }
+    }
+
+    /// Partitions the stream by key: records with equal keys are processed by the same worker.
+    pub fn key_by<K: Key>(self, key: impl Fn(&D) -> K + 'static) -> KeyedStream<'s, K, D> {
+        KeyedStream { stream: self, key: Rc::new(key) }
+    }
+
+    /// Calls `f` with every record and its event time: a sink.
+    pub fn for_each(self, mut f: impl FnMut(EventTime, D) + 'static) {
+        let ctx = Arc::clone(&self.ctx);
+        self.stream.unary::<VecBuilder<()>, _, _, _>(Pipeline, "ForEach", |_, _| {
+            move |input, _output| {
+                input.for_each(|_cap, data| {
+                    ctx.metrics().records_out.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    for (ts, d) in data.drain(..) {
+                        f(ts, d);
+                    }
+                });
+            }
+        });
+    }
+
+    /// Formats every record with `format` (which appends one line, newline included) and
+    /// writes the lines to `sink` batch by batch.
+    pub fn write_lines(self, sink: LineSink, mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
+        let ctx = Arc::clone(&self.ctx);
+        self.stream.unary::<VecBuilder<()>, _, _, _>(Pipeline, "LineSink", |_, _| {
+            let mut buffer = Vec::with_capacity(1 << 16);
+            move |input, _output| {
+                input.for_each(|_cap, data| {
+                    ctx.metrics().records_out.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    for (ts, d) in data.iter() {
+                        format(*ts, d, &mut buffer);
+                        if buffer.len() > 60_000 {
+                            if let Err(e) = sink.write_batch(&buffer) {
+                                ctx.fail(e);
+                            }
+                            buffer.clear();
+                        }
+                    }
+                    data.clear();
+                });
+                if let Err(e) = sink.write_batch(&buffer) {
+                    ctx.fail(e);
+                }
+                buffer.clear();
+            }
+        });
+    }
+
+    /// Prints every record with `Debug` to stdout, one per line.
+    pub fn print(self)
+    where
+        D: std::fmt::Debug,
+    {
+        self.write_lines(LineSink::stdout(), |_, d, out| {
+            use std::io::Write;
+            let _ = writeln!(out, "{d:?}");
+        })
+    }
+
+    /// Collects every record of this worker into `into`, for tests.
+    pub fn collect_into(self, into: Arc<std::sync::Mutex<Vec<(EventTime, D)>>>) {
+        self.for_each(move |ts, d| into.lock().unwrap_or_else(|p| p.into_inner()).push((ts, d)));
+    }
+}
+
+/// A stream partitioned by key.
+pub struct KeyedStream<'s, K, D: 'static> {
+    pub(crate) stream: DataStream<'s, D>,
+    pub(crate) key: Rc<dyn Fn(&D) -> K>,
+}
+
+impl<'s, K: Key, D: Data> KeyedStream<'s, K, D> {
+    /// Time windows: tumbling, sliding, session or global.
+    pub fn window(self, windows: impl Into<TimeWindows>) -> WindowedStream<'s, K, D> {
+        WindowedStream { keyed: self, windows: windows.into(), lateness: 0 }
+    }
+
+    /// Tumbling count windows of `size` records per key.
+    pub fn count_window(self, size: u64) -> riffle_core::Result<CountWindowedStream<'s, K, D>> {
+        Ok(CountWindowedStream { keyed: self, shape: CountWindows::tumbling(size)? })
+    }
+
+    /// Sliding count windows: every `slide` records of a key, the last `size` of them.
+    pub fn count_window_sliding(self, size: u64, slide: u64) -> riffle_core::Result<CountWindowedStream<'s, K, D>> {
+        Ok(CountWindowedStream { keyed: self, shape: CountWindows::sliding(size, slide)? })
+    }
+}
+
+/// One result of a window: the window, the key and the aggregate. Its event time is the
+/// window's last millisecond.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowResult<K, R> {
+    /// The window.
+    pub window: Window,
+    /// The key.
+    pub key: K,
+    /// The aggregate of the key's records in the window.
+    pub value: R,
+}
+
+/// A keyed stream cut into time windows.
+pub struct WindowedStream<'s, K, D: 'static> {
+    keyed: KeyedStream<'s, K, D>,
+    windows: TimeWindows,
+    lateness: i64,
+}
+
+impl<'s, K: Key, D: Data> WindowedStream<'s, K, D> {
+    /// Keeps windows for `lateness` after they fire: records that late update them and the
+    /// update is emitted (see `riffle_core::window_state`).
+    pub fn allowed_lateness(mut self, lateness: std::time::Duration) -> Self {
+        self.lateness = lateness.as_millis().min(i64::MAX as u128) as i64;
+        self
+    }
+
+    /// Aggregates each key's records per window with `agg`; records later than the allowed
+    /// lateness are counted and returned in the second stream.
+    pub fn aggregate_with_late<A>(self, agg: A) -> (DataStream<'s, WindowResult<K, A::Output>>, DataStream<'s, D>)
+    where
+        A: riffle_core::aggregate::Aggregate<D>,
+        A::Output: Data,
+    {
+        window_op::time_window(self.keyed, self.windows, self.lateness, agg)
+    }
+
+    /// Aggregates each key's records per window with `agg`. Late records are counted in the
+    /// job's metrics; use [`WindowedStream::aggregate_with_late`] to keep them.
+    pub fn aggregate<A>(self, agg: A) -> DataStream<'s, WindowResult<K, A::Output>>
+    where
+        A: riffle_core::aggregate::Aggregate<D>,
+        A::Output: Data,
+    {
+        self.aggregate_with_late(agg).0
+    }
+
+    /// Sum of `field` per key and window.
+    pub fn sum<N: riffle_core::aggregate::Summable>(self, field: impl Fn(&D) -> N + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, N>> {
+        self.aggregate(riffle_core::aggregate::Sum::new(field))
+    }
+
+    /// Number of records per key and window.
+    pub fn count(self) -> DataStream<'s, WindowResult<K, u64>> {
+        self.aggregate(riffle_core::aggregate::Count)
+    }
+
+    /// Minimum of `field` per key and window.
+    pub fn min<V: PartialOrd + Data + Send + Sync>(self, field: impl Fn(&D) -> V + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, Option<V>>> {
+        self.aggregate(riffle_core::aggregate::Min::new(field))
+    }
+
+    /// Maximum of `field` per key and window.
+    pub fn max<V: PartialOrd + Data + Send + Sync>(self, field: impl Fn(&D) -> V + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, Option<V>>> {
+        self.aggregate(riffle_core::aggregate::Max::new(field))
+    }
+
+    /// Mean of `field` per key and window.
+    pub fn avg<N: riffle_core::aggregate::Summable>(self, field: impl Fn(&D) -> N + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, f64>> {
+        self.aggregate(riffle_core::aggregate::Avg::new(field))
+    }
+
+    /// A process-window function: `f` sees the key, the window and all its records (in no
+    /// particular order) and returns the result.
+    pub fn process<R: Data>(self, f: impl Fn(&K, Window, Vec<D>) -> R + 'static) -> DataStream<'s, WindowResult<K, R>> {
+        self.aggregate(riffle_core::aggregate::Collect).map(move |r: WindowResult<K, Vec<D>>| WindowResult {
+            value: f(&r.key, r.window, r.value),
+            window: r.window,
+            key: r.key,
+        })
+    }
+}
+
+/// A keyed stream cut into count windows.
+pub struct CountWindowedStream<'s, K, D: 'static> {
+    keyed: KeyedStream<'s, K, D>,
+    shape: CountWindows,
+}
+
+impl<'s, K: Key, D: Data> CountWindowedStream<'s, K, D> {
+    /// Aggregates each count window with `agg`.
+    pub fn aggregate<A>(self, agg: A) -> DataStream<'s, WindowResult<K, A::Output>>
+    where
+        A: riffle_core::aggregate::Aggregate<D>,
+        A::Output: Data,
+    {
+        window_op::count_window(self.keyed, self.shape, agg)
+    }
+
+    /// Sum of `field` per count window.
+    pub fn sum<N: riffle_core::aggregate::Summable>(self, field: impl Fn(&D) -> N + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, N>> {
+        self.aggregate(riffle_core::aggregate::Sum::new(field))
+    }
+}

@@ -1,0 +1,275 @@
+//! The window operators on timely: a combiner before the keyed exchange and the window
+//! operator after it, both thin shells around `riffle_core::window_state`.
+//!
+//! **Combiner** (on the worker that produced the records, no exchange): decides each record's
+//! admission from the watermark of the message that carries it, pre-aggregates on-time
+//! records per pane and key, and flushes a pane once its own input frontier has passed the
+//! pane's end (or when it holds too many entries). It holds a capability at the time of each
+//! pane's first record, so the window operator cannot fire a window before the pane's
+//! partial aggregate has reached it. Staged (behind-the-watermark) records are forwarded at
+//! once, tagged with their watermark; late ones leave through the late-data stream.
+//!
+//! **Window operator** (after the exchange by key group): merges partials into the state and
+//! advances it to the watermark of its input frontier, emitting results at a capability it
+//! holds at that frontier.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use riffle_core::aggregate::Aggregate;
+use riffle_core::count_window::{CountWindowState, CountWindows};
+use riffle_core::key_group::KeyGroup;
+use riffle_core::window::TimeWindows;
+use riffle_core::window_state::{admit_session, admit_sliced, Admission, SessionWindowState, SlicedWindowState};
+use riffle_core::EventTime;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::AntichainRef;
+
+use crate::stream::{Data, DataStream, Key, KeyedStream, WindowResult};
+use crate::time::{frontier_watermark, Time};
+
+type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
+
+/// A partial aggregate on its way to the worker that owns its key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Partial<K, Acc> {
+    key: K,
+    /// Pane start (sliced windows) or record time (sessions).
+    slot: EventTime,
+    /// For staged records: the watermark they arrived with.
+    staged_at: Option<EventTime>,
+    acc: Acc,
+}
+
+/// Entries a combiner may hold before it flushes everything (bounds its memory).
+const COMBINER_LIMIT: usize = 1 << 18;
+
+/// The time of the message a capability came with. Riffle sends every message with a
+/// single capability, so the stamp has one element.
+pub(crate) fn message_time(cap: &InputCapability<Time>) -> Time {
+    cap.stamp().iter().next().copied().unwrap_or_else(<Time as timely::progress::Timestamp>::minimum)
+}
+
+/// Replaces `held` by capabilities at the elements of `frontier`.
+pub(crate) fn hold_frontier(held: &mut Vec<Capability<Time>>, frontier: AntichainRef<'_, Time>) {
+    let mut next = Vec::with_capacity(frontier.len());
+    for t in frontier.iter() {
+        if let Some(c) = held.iter().find(|c| timely::order::PartialOrder::less_equal(c.time(), t)) {
+            next.push(c.delayed(t));
+        }
+    }
+    *held = next;
+}
+
+enum TimeState<K, D, A: Aggregate<D>> {
+    Sliced(SlicedWindowState<K, D, A>),
+    Session(SessionWindowState<K, D, A>),
+}
+
+type WindowOutput<'s, K, D, R> = (DataStream<'s, WindowResult<K, R>>, DataStream<'s, D>);
+
+pub(crate) fn time_window<'s, K: Key, D: Data, A>(
+    keyed: KeyedStream<'s, K, D>,
+    windows: TimeWindows,
+    lateness: i64,
+    agg: A,
+) -> WindowOutput<'s, K, D, A::Output>
+where
+    A: Aggregate<D>,
+    A::Output: Data,
+{
+    let ctx = Arc::clone(&keyed.stream.ctx);
+    let key_fn = keyed.key;
+    let combine_agg = agg.clone();
+    let late_ctx = Arc::clone(&ctx);
+    type CombineOut<K, Acc, D> = Result<Partial<K, Acc>, (EventTime, D)>;
+    let combined = keyed.stream.stream.unary_frontier::<VecBuilder<CombineOut<K, A::Acc, D>>, _, _, _>(
+        Pipeline,
+        "WindowCombine",
+        move |_cap, _info| {
+            let agg = combine_agg;
+            let mut panes: Vec<(EventTime, Capability<Time>, HashMap<K, A::Acc>)> = Vec::new();
+            let mut entries = 0usize;
+            let mut forward: Vec<CombineOut<K, A::Acc, D>> = Vec::new();
+            move |(input, frontier), output| {
+                let port = output.output_index();
+                input.for_each(|cap, data| {
+                    let time = message_time(&cap);
+                    let wm = time.watermark;
+                    let mut late = 0u64;
+                    match windows {
+                        TimeWindows::Sliced(s) => {
+                            for (ts, d) in data.drain(..) {
+                                match admit_sliced(&s, ts, wm, lateness) {
+                                    Admission::OnTime => {
+                                        let pane = s.pane_of(ts);
+                                        let idx = match panes.iter().rposition(|p| p.0 == pane) {
+                                            Some(i) => i,
+                                            None => {
+                                                panes.push((pane, cap.delayed(&time, port), HashMap::new()));
+                                                panes.len() - 1
+                                            }
+                                        };
+                                        let key = key_fn(&d);
+                                        let map = &mut panes[idx].2;
+                                        match map.get_mut(&key) {
+                                            Some(acc) => agg.add(acc, d),
+                                            None => {
+                                                let mut acc = agg.create();
+                                                agg.add(&mut acc, d);
+                                                map.insert(key, acc);
+                                                entries += 1;
+                                            }
+                                        }
+                                    }
+                                    Admission::Staged => {
+                                        let mut acc = agg.create();
+                                        let key = key_fn(&d);
+                                        agg.add(&mut acc, d);
+                                        forward.push(Ok(Partial { key, slot: s.pane_of(ts), staged_at: Some(wm), acc }));
+                                    }
+                                    Admission::Late => {
+                                        late += 1;
+                                        forward.push(Err((ts, d)));
+                                    }
+                                }
+                            }
+                        }
+                        TimeWindows::Session(g) => {
+                            for (ts, d) in data.drain(..) {
+                                let admission = admit_session(&g, ts, wm, lateness);
+                                if admission == Admission::Late {
+                                    late += 1;
+                                    forward.push(Err((ts, d)));
+                                    continue;
+                                }
+                                let mut acc = agg.create();
+                                let key = key_fn(&d);
+                                agg.add(&mut acc, d);
+                                let staged_at = (admission == Admission::Staged).then_some(wm);
+                                forward.push(Ok(Partial { key, slot: ts, staged_at, acc }));
+                            }
+                        }
+                    }
+                    if late > 0 {
+                        late_ctx.metrics().late.fetch_add(late, Ordering::Relaxed);
+                    }
+                    if !forward.is_empty() {
+                        output.session(&cap).give_iterator(forward.drain(..));
+                    }
+                });
+                if let TimeWindows::Sliced(s) = windows {
+                    let fwm = frontier_watermark(frontier.frontier().iter());
+                    let flush_all = entries > COMBINER_LIMIT;
+                    panes.retain_mut(|(pane, cap, map)| {
+                        let ready = flush_all || s.pane_end(*pane) <= fwm;
+                        if ready {
+                            let pane = *pane;
+                            entries -= map.len();
+                            output.session(cap).give_iterator(
+                                map.drain().map(|(key, acc)| Ok(Partial { key, slot: pane, staged_at: None, acc })),
+                            );
+                        }
+                        !ready
+                    });
+                }
+            }
+        },
+    );
+    let (partials, late) =
+        combined.ok_err::<Vec<Partial<K, A::Acc>>, _, Vec<(EventTime, D)>, _, _>(|x: CombineOut<K, A::Acc, D>| x);
+
+    let peers = partials.scope().peers();
+    let route = Exchange::new(move |p: &Partial<K, A::Acc>| KeyGroup::of(&p.key).worker(peers) as u64);
+    let results = partials.unary_frontier::<VecBuilder<(EventTime, WindowResult<K, A::Output>)>, _, _, _>(
+        route,
+        "Window",
+        move |cap, _info| {
+            let mut held = vec![cap];
+            let mut state: TimeState<K, D, A> = match windows {
+                TimeWindows::Sliced(s) => TimeState::Sliced(SlicedWindowState::new(s, lateness, agg)),
+                TimeWindows::Session(g) => TimeState::Session(SessionWindowState::new(g, lateness, agg)),
+            };
+            let mut out: Vec<(EventTime, WindowResult<K, A::Output>)> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|_cap, data| {
+                    for p in data.drain(..) {
+                        match (&mut state, p.staged_at) {
+                            (TimeState::Sliced(st), None) => st.add_on_time(p.slot, p.key, p.acc),
+                            (TimeState::Sliced(st), Some(at)) => st.stage(at, p.slot, p.key, p.acc),
+                            (TimeState::Session(st), None) => st.add_on_time(p.key, p.slot, p.acc),
+                            (TimeState::Session(st), Some(at)) => st.stage(at, p.key, p.slot, p.acc),
+                        }
+                    }
+                });
+                let wm = frontier_watermark(frontier.frontier().iter());
+                let mut emit = |w: riffle_core::Window, k: &K, r: A::Output| {
+                    out.push((w.max_timestamp(), WindowResult { window: w, key: k.clone(), value: r }));
+                };
+                match &mut state {
+                    TimeState::Sliced(st) => st.advance(wm, &mut emit),
+                    TimeState::Session(st) => st.advance(wm, &mut emit),
+                }
+                if !out.is_empty() {
+                    if let Some(c) = held.first() {
+                        output.session(c).give_iterator(out.drain(..));
+                    }
+                    out.clear();
+                }
+                hold_frontier(&mut held, frontier.frontier());
+            }
+        },
+    );
+    (DataStream { stream: results, ctx: Arc::clone(&ctx) }, DataStream { stream: late, ctx })
+}
+
+pub(crate) fn count_window<'s, K: Key, D: Data, A>(
+    keyed: KeyedStream<'s, K, D>,
+    shape: CountWindows,
+    agg: A,
+) -> DataStream<'s, WindowResult<K, A::Output>>
+where
+    A: Aggregate<D>,
+    A::Output: Data,
+{
+    let ctx = Arc::clone(&keyed.stream.ctx);
+    let peers = keyed.stream.stream.scope().peers();
+    let route_key = keyed.key.clone();
+    let key_fn = keyed.key;
+    let route = Exchange::new(move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64);
+    let results = keyed.stream.stream.unary_frontier::<VecBuilder<(EventTime, WindowResult<K, A::Output>)>, _, _, _>(
+        route,
+        "CountWindow",
+        move |cap, _info| {
+            let mut held = vec![cap];
+            let mut state = CountWindowState::new(shape, agg);
+            let mut out = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let wm = message_time(&cap).watermark;
+                    for (ts, d) in data.drain(..) {
+                        state.add(key_fn(&d), ts, wm, d);
+                    }
+                });
+                let wm = frontier_watermark(frontier.frontier().iter());
+                state.advance(wm, &mut |w, k: &K, r| {
+                    out.push((w.max_timestamp(), WindowResult { window: w, key: k.clone(), value: r }))
+                });
+                if !out.is_empty() {
+                    if let Some(c) = held.first() {
+                        output.session(c).give_iterator(out.drain(..));
+                    }
+                    out.clear();
+                }
+                hold_frontier(&mut held, frontier.frontier());
+            }
+        },
+    );
+    DataStream { stream: results, ctx }
+}
