@@ -64,7 +64,11 @@ impl Job {
         match self {
             Job::Total => GlobalWindows.into(),
             Job::Tumbling5s => TumblingWindows { size: 5_000 }.into(),
-            Job::Hop10s2s => SlidingWindows { size: 10_000, slide: 2_000 }.into(),
+            Job::Hop10s2s => SlidingWindows {
+                size: 10_000,
+                slide: 2_000,
+            }
+            .into(),
         }
     }
 }
@@ -81,7 +85,11 @@ struct Checksum {
 /// hash maps keyed by pane and word (no per-word allocation on hits), merge panes into
 /// windows at the end.
 fn hand_written(path: &Path, job: Job) -> Result<(u64, Checksum)> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Io { what: "cannot open", path: path.into(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        what: "cannot open",
+        path: path.into(),
+        source,
+    })?;
     let mut reader = std::io::BufReader::with_capacity(1 << 18, file);
     let pane_len: i64 = match job {
         Job::Total => i64::MAX,
@@ -93,13 +101,23 @@ fn hand_written(path: &Path, job: Job) -> Result<(u64, Checksum)> {
     let mut words_seen = 0u64;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(|source| Error::Io { what: "cannot read", path: path.into(), source })?;
+        let n = reader.read_until(b'\n', &mut line).map_err(|source| Error::Io {
+            what: "cannot read",
+            path: path.into(),
+            source,
+        })?;
         if n == 0 {
             break;
         }
         let Ok(text) = std::str::from_utf8(&line) else { continue };
-        let Ok((ts, rest)) = leading_millis(text.trim_end()) else { continue };
-        let pane = if pane_len == i64::MAX { 0 } else { ts - ts.rem_euclid(pane_len) };
+        let Ok((ts, rest)) = leading_millis(text.trim_end()) else {
+            continue;
+        };
+        let pane = if pane_len == i64::MAX {
+            0
+        } else {
+            ts - ts.rem_euclid(pane_len)
+        };
         let counts = panes.entry(pane).or_default();
         for w in rest.split_whitespace() {
             words_seen += 1;
@@ -145,20 +163,28 @@ fn engine(path: &Path, job: Job, workers: usize) -> Result<Checksum> {
     let total = Arc::new(AtomicU64::new(0));
     let (r, t) = (Arc::clone(&rows), Arc::clone(&total));
     let split = SplitSpec::File(path.to_path_buf());
-    execute(ExecutionConfig::threads(workers), Arc::new(JobContext::default()), move |env| {
-        let source = TextSource::new(vec![split.clone()]).event_time(WatermarkStrategy::bounded_out_of_orderness(0));
-        let (r, t) = (Arc::clone(&r), Arc::clone(&t));
-        env.text(source)
-            .flat_map(words)
-            .key_by(|w: &CompactString| w.clone())
-            .window(job.windows())
-            .count()
-            .for_each(move |_, res| {
-                r.fetch_add(1, Ordering::Relaxed);
-                t.fetch_add(res.value, Ordering::Relaxed);
-            });
-    })?;
-    Ok(Checksum { rows: rows.load(Ordering::Relaxed), total: total.load(Ordering::Relaxed) })
+    execute(
+        ExecutionConfig::threads(workers),
+        Arc::new(JobContext::default()),
+        move |env| {
+            let source =
+                TextSource::new(vec![split.clone()]).event_time(WatermarkStrategy::bounded_out_of_orderness(0));
+            let (r, t) = (Arc::clone(&r), Arc::clone(&t));
+            env.text(source)
+                .flat_map(words)
+                .key_by(|w: &CompactString| w.clone())
+                .window(job.windows())
+                .count()
+                .for_each(move |_, res| {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    t.fetch_add(res.value, Ordering::Relaxed);
+                });
+        },
+    )?;
+    Ok(Checksum {
+        rows: rows.load(Ordering::Relaxed),
+        total: total.load(Ordering::Relaxed),
+    })
 }
 
 fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
@@ -170,7 +196,8 @@ fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T
         best = best.min(start.elapsed().as_secs_f64());
         last = Some(out);
     }
-    last.map(|out| (best, out)).ok_or_else(|| Error::Execution("no repetition ran".into()))
+    last.map(|out| (best, out))
+        .ok_or_else(|| Error::Execution("no repetition ran".into()))
 }
 
 fn run_wordcount(args: WordcountBenchArgs) -> Result<()> {
@@ -190,16 +217,32 @@ fn run_wordcount(args: WordcountBenchArgs) -> Result<()> {
                     disorder: 0,
                     timestamps: true,
                 };
-                let f = std::fs::File::create(&tmp).map_err(|source| Error::Io { what: "cannot create", path: tmp.clone(), source })?;
+                let f = std::fs::File::create(&tmp).map_err(|source| Error::Io {
+                    what: "cannot create",
+                    path: tmp.clone(),
+                    source,
+                })?;
                 let mut out = std::io::BufWriter::new(f);
-                gen.write_all(&mut out).map_err(|source| Error::Io { what: "cannot write", path: tmp.clone(), source })?;
+                gen.write_all(&mut out).map_err(|source| Error::Io {
+                    what: "cannot write",
+                    path: tmp.clone(),
+                    source,
+                })?;
             }
             tmp.clone()
         }
     };
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!("riffle bench wordcount: {} ({:.1} MB), best of {} runs", path.display(), bytes as f64 / 1e6, args.repeat);
-    println!("{:<14} {:>8} {:>14} {:>14} {:>10}  check", "job", "workers", "engine w/s", "hand loop w/s", "ratio");
+    println!(
+        "riffle bench wordcount: {} ({:.1} MB), best of {} runs",
+        path.display(),
+        bytes as f64 / 1e6,
+        args.repeat
+    );
+    println!(
+        "{:<14} {:>8} {:>14} {:>14} {:>10}  check",
+        "job", "workers", "engine w/s", "hand loop w/s", "ratio"
+    );
     for job in [Job::Total, Job::Tumbling5s, Job::Hop10s2s] {
         let (hand_secs, (words, hand_sum)) = best_of(args.repeat, || hand_written(&path, job))?;
         let hand_rate = words as f64 / hand_secs;
@@ -217,7 +260,12 @@ fn run_wordcount(args: WordcountBenchArgs) -> Result<()> {
                 sum.rows
             );
             if check != "ok" {
-                return Err(Error::Execution(format!("{}: engine {:?}, hand loop {:?}", job.name(), sum, hand_sum)));
+                return Err(Error::Execution(format!(
+                    "{}: engine {:?}, hand loop {:?}",
+                    job.name(),
+                    sum,
+                    hand_sum
+                )));
             }
         }
     }

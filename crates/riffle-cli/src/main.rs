@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Count words, per window or over the whole input.
-    Wordcount(wordcount::WordcountArgs),
+    Wordcount(Box<wordcount::WordcountArgs>),
     /// Benchmarks that compare the engine with a hand-written loop on the same data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -67,12 +67,13 @@ fn main() {
         .with_target(false)
         .without_time()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RIFFLE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("RIFFLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Wordcount(args) => wordcount::run(args),
+        Command::Wordcount(args) => wordcount::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {
@@ -89,12 +90,20 @@ fn main() {
             let mut out = std::io::BufWriter::new(stdout.lock());
             gen.write_all(&mut out)
                 .and_then(|_| std::io::Write::flush(&mut out))
-                .map_err(|source| riffle_core::Error::Io { what: "cannot write to", path: "stdout".into(), source })
+                .map_err(|source| riffle_core::Error::Io {
+                    what: "cannot write to",
+                    path: "stdout".into(),
+                    source,
+                })
         }
     };
     if let Err(e) = result {
         eprintln!("riffle: error: {e}");
-        let code = if matches!(e, riffle_core::Error::Config(_)) { 2 } else { 1 };
+        let code = if matches!(e, riffle_core::Error::Config(_)) {
+            2
+        } else {
+            1
+        };
         std::process::exit(code);
     }
 }

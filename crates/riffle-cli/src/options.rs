@@ -37,7 +37,11 @@ impl ExecutionArgs {
             self.addresses.clone()
         };
         if addresses.len() != self.processes {
-            return Err(Error::Config(format!("--addresses lists {} processes but --processes is {}", addresses.len(), self.processes)));
+            return Err(Error::Config(format!(
+                "--addresses lists {} processes but --processes is {}",
+                addresses.len(),
+                self.processes
+            )));
         }
         ExecutionConfig::cluster(self.workers, self.process, addresses)
     }

@@ -84,15 +84,41 @@ pub struct WordcountArgs {
 }
 
 /// Splits an owned line into words without allocating per word (short words are inline).
+/// Words are what `str::split_whitespace` yields; ASCII lines take a byte-scanning path.
 struct Words {
     line: String,
     pos: usize,
+    ascii: bool,
+}
+
+/// `char::is_whitespace` restricted to ASCII (it includes the vertical tab, unlike
+/// `u8::is_ascii_whitespace`).
+#[inline]
+fn ascii_space(b: u8) -> bool {
+    b == b' ' || (b'\t'..=b'\r').contains(&b)
 }
 
 impl Iterator for Words {
     type Item = CompactString;
     #[inline]
     fn next(&mut self) -> Option<CompactString> {
+        if self.ascii {
+            let bytes = self.line.as_bytes();
+            let mut i = self.pos;
+            while i < bytes.len() && ascii_space(bytes[i]) {
+                i += 1;
+            }
+            if i == bytes.len() {
+                self.pos = i;
+                return None;
+            }
+            let start = i;
+            while i < bytes.len() && !ascii_space(bytes[i]) {
+                i += 1;
+            }
+            self.pos = i;
+            return Some(CompactString::from(&self.line[start..i]));
+        }
         let rest = &self.line[self.pos..];
         let start = rest.find(|c: char| !c.is_whitespace())?;
         let rest = &rest[start..];
@@ -104,7 +130,8 @@ impl Iterator for Words {
 
 /// Splits a line into its words.
 pub fn words(line: String) -> impl Iterator<Item = CompactString> {
-    Words { line, pos: 0 }
+    let ascii = line.is_ascii();
+    Words { line, pos: 0, ascii }
 }
 
 enum Windowing {
@@ -152,8 +179,12 @@ pub fn run(args: WordcountArgs) -> Result<()> {
     let ooo = millis("out-of-orderness", &args.out_of_orderness)?.unwrap_or(0);
     let lateness = millis("lateness", &args.lateness)?.unwrap_or(0);
     let idle = millis("idle-timeout", &args.idle_timeout)?;
-    if args.time == TimeArg::Processing && (args.out_of_orderness.is_some() || args.lateness.is_some() || args.idle_timeout.is_some()) {
-        return Err(Error::Config("--out-of-orderness, --lateness and --idle-timeout need --time event".into()));
+    if args.time == TimeArg::Processing
+        && (args.out_of_orderness.is_some() || args.lateness.is_some() || args.idle_timeout.is_some())
+    {
+        return Err(Error::Config(
+            "--out-of-orderness, --lateness and --idle-timeout need --time event".into(),
+        ));
     }
     let windowing = match (window, slide, gap, args.count_window) {
         (_, _, _, Some(size)) => {
@@ -190,8 +221,10 @@ pub fn run(args: WordcountArgs) -> Result<()> {
         let keyed = env.text(source).flat_map(words).key_by(|w: &CompactString| w.clone());
         let results = match &*windowing {
             Windowing::Time(w) => {
-                let (results, late) =
-                    keyed.window(*w).allowed_lateness(lateness_d).aggregate_with_late(riffle_core::aggregate::Count);
+                let (results, late) = keyed
+                    .window(*w)
+                    .allowed_lateness(lateness_d)
+                    .aggregate_with_late(riffle_core::aggregate::Count);
                 if let Some(late_sink) = &late_sink {
                     late.write_lines(late_sink.clone(), |ts, word, out| {
                         let _ = write!(out, "{{\"timestamp\":{ts},\"word\":");
@@ -225,8 +258,11 @@ mod tests {
 
     #[test]
     fn words_split_on_any_whitespace() {
-        let got: Vec<_> = words("  a bb\tccc  ".to_string()).collect();
-        assert_eq!(got, vec!["a", "bb", "ccc"]);
+        for line in ["  a bb\tccc  ", "x\u{0B}y\u{0C}z\r\n", "é  ü\u{2003}ß", "", "   "] {
+            let got: Vec<_> = words(line.to_string()).collect();
+            let expect: Vec<_> = line.split_whitespace().collect();
+            assert_eq!(got, expect, "{line:?}");
+        }
         assert_eq!(words(String::new()).count(), 0);
     }
 }

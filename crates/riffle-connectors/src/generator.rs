@@ -70,7 +70,9 @@ impl WordGenerator {
     pub fn parse(spec: &str) -> Result<Self> {
         let (kind, query) = spec.split_once('?').unwrap_or((spec, ""));
         if kind.trim_end_matches('/') != "words" {
-            return Err(Error::Config(format!("generator '{spec}': only generate://words is known")));
+            return Err(Error::Config(format!(
+                "generator '{spec}': only generate://words is known"
+            )));
         }
         let mut g = WordGenerator::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -95,7 +97,11 @@ impl WordGenerator {
     pub fn line(&self, i: u64, out: &mut Vec<u8>) {
         let mut rng = self.seed ^ i.wrapping_mul(0xA24B_AED4_963E_E407);
         if self.timestamps {
-            let jitter = if self.disorder > 0 { (splitmix(&mut rng) % self.disorder as u64) as i64 } else { 0 };
+            let jitter = if self.disorder > 0 {
+                (splitmix(&mut rng) % self.disorder as u64) as i64
+            } else {
+                0
+            };
             let ts = self.start + i as i64 * self.step - jitter;
             let _ = write!(out, "{ts}");
         }
@@ -148,7 +154,10 @@ impl LineReader for GeneratedLines {
             return Ok(Poll::Finished);
         }
         let end = (self.next + max_lines as u64).min(self.gen.lines);
-        let mut chunk = LineChunk { first_line: self.next + 1, lines: Vec::with_capacity((end - self.next) as usize) };
+        let mut chunk = LineChunk {
+            first_line: self.next + 1,
+            lines: Vec::with_capacity((end - self.next) as usize),
+        };
         for i in self.next..end {
             let mut line = Vec::with_capacity(16 + 6 * self.gen.words_per_line as usize);
             self.gen.line(i, &mut line);

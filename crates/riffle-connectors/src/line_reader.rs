@@ -50,12 +50,19 @@ impl SplitSpec {
         let origin: Arc<str> = self.name().into();
         match self {
             SplitSpec::File(path) => {
-                let file = File::open(path).map_err(|source| Error::Io { what: "cannot open", path: path.clone(), source })?;
-                Ok(Box::new(BlockingLines::new(origin, BufReader::with_capacity(1 << 18, file), path.clone())))
+                let file = File::open(path).map_err(|source| Error::Io {
+                    what: "cannot open",
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(Box::new(BlockingLines::new(origin, file, path.clone())))
             }
             SplitSpec::Socket(addr) => {
-                let stream = TcpStream::connect(addr)
-                    .map_err(|source| Error::Network { what: "cannot connect to", address: addr.clone(), source })?;
+                let stream = TcpStream::connect(addr).map_err(|source| Error::Network {
+                    what: "cannot connect to",
+                    address: addr.clone(),
+                    source,
+                })?;
                 Ok(Box::new(ThreadedLines::spawn(origin, stream)))
             }
             SplitSpec::Stdin => Ok(Box::new(ThreadedLines::spawn(origin, std::io::stdin()))),
@@ -74,42 +81,100 @@ fn trim_terminator(line: &mut Vec<u8>) {
 }
 
 /// Lines read directly from a local file (a local read does not block for long).
+///
+/// Reads blocks of 256 KiB and cuts them at newlines with `memchr`: each line is copied
+/// once, into an allocation of its exact size.
 struct BlockingLines<R> {
     origin: Arc<str>,
     reader: R,
     path: PathBuf,
     next_line: u64,
-    done: bool,
+    eof: bool,
+    buf: Vec<u8>,
+    /// Start of the unconsumed bytes in `buf`.
+    pos: usize,
 }
 
-impl<R: BufRead> BlockingLines<R> {
+const BLOCK: usize = 1 << 18;
+
+impl<R: Read> BlockingLines<R> {
     fn new(origin: Arc<str>, reader: R, path: PathBuf) -> Self {
-        BlockingLines { origin, reader, path, next_line: 1, done: false }
+        BlockingLines {
+            origin,
+            reader,
+            path,
+            next_line: 1,
+            eof: false,
+            buf: Vec::with_capacity(BLOCK),
+            pos: 0,
+        }
+    }
+
+    /// Reads more bytes after the unconsumed ones; returns false at end of file.
+    fn refill(&mut self) -> Result<bool> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let len = self.buf.len();
+        let want = (len + BLOCK).max(self.buf.capacity());
+        self.buf.resize(want, 0);
+        loop {
+            match self.reader.read(&mut self.buf[len..]) {
+                Ok(n) => {
+                    self.buf.truncate(len + n);
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    self.buf.truncate(len);
+                    return Err(Error::Io {
+                        what: "cannot read",
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 }
 
-impl<R: BufRead + Send> LineReader for BlockingLines<R> {
+impl<R: Read + Send> LineReader for BlockingLines<R> {
     fn origin(&self) -> &Arc<str> {
         &self.origin
     }
 
     fn poll(&mut self, max_lines: usize) -> Result<Poll> {
-        if self.done {
-            return Ok(Poll::Finished);
-        }
-        let mut chunk = LineChunk { first_line: self.next_line, lines: Vec::with_capacity(max_lines.min(4096)) };
+        let mut chunk = LineChunk {
+            first_line: self.next_line,
+            lines: Vec::with_capacity(max_lines.min(4096)),
+        };
         while chunk.lines.len() < max_lines {
-            let mut line = Vec::with_capacity(64);
-            let n = self
-                .reader
-                .read_until(b'\n', &mut line)
-                .map_err(|source| Error::Io { what: "cannot read", path: self.path.clone(), source })?;
-            if n == 0 {
-                self.done = true;
-                break;
+            let rest = &self.buf[self.pos..];
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => {
+                    let mut line = rest[..i].to_vec();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    chunk.lines.push(line);
+                    self.pos += i + 1;
+                }
+                None if self.eof => {
+                    if !rest.is_empty() {
+                        let mut line = rest.to_vec();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        chunk.lines.push(line);
+                        self.pos = self.buf.len();
+                    }
+                    break;
+                }
+                None => {
+                    if !self.refill()? {
+                        self.eof = true;
+                    }
+                }
             }
-            trim_terminator(&mut line);
-            chunk.lines.push(line);
         }
         self.next_line += chunk.lines.len() as u64;
         if chunk.lines.is_empty() {
@@ -135,37 +200,43 @@ impl ThreadedLines {
     fn spawn<R: Read + Send + 'static>(origin: Arc<str>, input: R) -> Self {
         let (tx, rx) = sync_channel(64);
         let name = origin.to_string();
-        let spawned = std::thread::Builder::new().name(format!("riffle-read {name}")).spawn(move || {
-            let mut reader = BufReader::with_capacity(1 << 16, input);
-            let mut batch = Vec::new();
-            loop {
-                let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        trim_terminator(&mut line);
-                        batch.push(line);
-                        if reader.buffer().is_empty() || batch.len() >= 4096 {
-                            if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+        let spawned = std::thread::Builder::new()
+            .name(format!("riffle-read {name}"))
+            .spawn(move || {
+                let mut reader = BufReader::with_capacity(1 << 16, input);
+                let mut batch = Vec::new();
+                loop {
+                    let mut line = Vec::new();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            trim_terminator(&mut line);
+                            batch.push(line);
+                            let flush = reader.buffer().is_empty() || batch.len() >= 4096;
+                            if flush && tx.send(Ok(std::mem::take(&mut batch))).is_err() {
                                 return; // the job has gone away
                             }
                         }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
                     }
                 }
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(Ok(batch));
-            }
-        });
+                if !batch.is_empty() {
+                    let _ = tx.send(Ok(batch));
+                }
+            });
         if let Err(e) = spawned {
             tracing::error!(origin = %name, error = %e, "cannot start reader thread");
         }
-        ThreadedLines { origin, rx, next_line: 1, done: false }
+        ThreadedLines {
+            origin,
+            rx,
+            next_line: 1,
+            done: false,
+        }
     }
 }
 
@@ -184,7 +255,11 @@ impl LineReader for ThreadedLines {
                 Ok(Ok(mut batch)) => lines.append(&mut batch),
                 Ok(Err(source)) => {
                     self.done = true;
-                    return Err(Error::Network { what: "cannot read from", address: self.origin.to_string(), source });
+                    return Err(Error::Network {
+                        what: "cannot read from",
+                        address: self.origin.to_string(),
+                        source,
+                    });
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -196,7 +271,10 @@ impl LineReader for ThreadedLines {
         if lines.is_empty() {
             return Ok(if self.done { Poll::Finished } else { Poll::Pending });
         }
-        let chunk = LineChunk { first_line: self.next_line, lines };
+        let chunk = LineChunk {
+            first_line: self.next_line,
+            lines,
+        };
         self.next_line += chunk.lines.len() as u64;
         Ok(Poll::Chunk(chunk))
     }
@@ -225,7 +303,13 @@ mod tests {
         f.write_all(b"a\r\nb\n\nc").unwrap();
         let mut r = SplitSpec::File(f.path().to_path_buf()).open().unwrap();
         let got = drain(r.as_mut());
-        assert_eq!(got, vec![(1, vec![b"a".to_vec(), b"b".to_vec()]), (3, vec![b"".to_vec(), b"c".to_vec()])]);
+        assert_eq!(
+            got,
+            vec![
+                (1, vec![b"a".to_vec(), b"b".to_vec()]),
+                (3, vec![b"".to_vec(), b"c".to_vec()])
+            ]
+        );
     }
 
     #[test]

@@ -20,12 +20,20 @@ pub struct LineSink {
 impl LineSink {
     /// Standard output, flushed after every batch.
     pub fn stdout() -> Self {
-        LineSink { name: "stdout".into(), out: Arc::new(Mutex::new(Box::new(std::io::stdout()))), flush_each_batch: true }
+        LineSink {
+            name: "stdout".into(),
+            out: Arc::new(Mutex::new(Box::new(std::io::stdout()))),
+            flush_each_batch: true,
+        }
     }
 
     /// A file, created or truncated.
     pub fn file(path: &Path) -> Result<Self> {
-        let f = File::create(path).map_err(|source| Error::Io { what: "cannot create", path: path.to_path_buf(), source })?;
+        let f = File::create(path).map_err(|source| Error::Io {
+            what: "cannot create",
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(LineSink {
             name: path.display().to_string().into(),
             out: Arc::new(Mutex::new(Box::new(BufWriter::with_capacity(1 << 16, f)))),
@@ -37,7 +45,14 @@ impl LineSink {
     pub fn memory() -> (Self, Arc<Mutex<Vec<u8>>>) {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer = SharedVec(Arc::clone(&buf));
-        (LineSink { name: "memory".into(), out: Arc::new(Mutex::new(Box::new(writer))), flush_each_batch: false }, buf)
+        (
+            LineSink {
+                name: "memory".into(),
+                out: Arc::new(Mutex::new(Box::new(writer))),
+                flush_each_batch: false,
+            },
+            buf,
+        )
     }
 
     /// Writes a batch of text that consists of whole lines.
@@ -46,14 +61,24 @@ impl LineSink {
             return Ok(());
         }
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let res = out.write_all(text).and_then(|_| if self.flush_each_batch { out.flush() } else { Ok(()) });
-        res.map_err(|source| Error::Io { what: "cannot write to", path: PathBuf::from(&*self.name), source })
+        let res = out
+            .write_all(text)
+            .and_then(|_| if self.flush_each_batch { out.flush() } else { Ok(()) });
+        res.map_err(|source| Error::Io {
+            what: "cannot write to",
+            path: PathBuf::from(&*self.name),
+            source,
+        })
     }
 
     /// Flushes buffered lines.
     pub fn flush(&self) -> Result<()> {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.flush().map_err(|source| Error::Io { what: "cannot write to", path: PathBuf::from(&*self.name), source })
+        out.flush().map_err(|source| Error::Io {
+            what: "cannot write to",
+            path: PathBuf::from(&*self.name),
+            source,
+        })
     }
 }
 

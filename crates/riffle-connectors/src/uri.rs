@@ -54,13 +54,24 @@ impl SourceUri {
             SourceUri::Stdin => Ok(vec![SplitSpec::Stdin]),
             SourceUri::Generator(g) => Ok(vec![SplitSpec::Generator(g.clone())]),
             SourceUri::Files(path) => {
-                let meta = std::fs::metadata(path).map_err(|source| Error::Io { what: "cannot open", path: path.clone(), source })?;
+                let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+                    what: "cannot open",
+                    path: path.clone(),
+                    source,
+                })?;
                 if meta.is_dir() {
                     let mut files = Vec::new();
-                    let entries =
-                        std::fs::read_dir(path).map_err(|source| Error::Io { what: "cannot list", path: path.clone(), source })?;
+                    let entries = std::fs::read_dir(path).map_err(|source| Error::Io {
+                        what: "cannot list",
+                        path: path.clone(),
+                        source,
+                    })?;
                     for entry in entries {
-                        let entry = entry.map_err(|source| Error::Io { what: "cannot list", path: path.clone(), source })?;
+                        let entry = entry.map_err(|source| Error::Io {
+                            what: "cannot list",
+                            path: path.clone(),
+                            source,
+                        })?;
                         let p = entry.path();
                         let name = entry.file_name();
                         if p.is_file() && !name.to_string_lossy().starts_with('.') {

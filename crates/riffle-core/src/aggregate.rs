@@ -265,7 +265,12 @@ pub struct FnAggregate<C, A, M, R> {
 impl<C, A, M, R> FnAggregate<C, A, M, R> {
     /// An aggregate from its four operations.
     pub fn new(create: C, add: A, merge: M, result: R) -> Self {
-        FnAggregate { create, add, merge, result }
+        FnAggregate {
+            create,
+            add,
+            merge,
+            result,
+        }
     }
 }
 impl<In, Acc, Out, C, A, M, R> Aggregate<In> for FnAggregate<C, A, M, R>

@@ -81,7 +81,12 @@ pub struct CountWindowState<K, D, A: Aggregate<D>> {
 impl<K: Hash + Eq + Clone, D: Clone, A: Aggregate<D>> CountWindowState<K, D, A> {
     /// Empty state.
     pub fn new(shape: CountWindows, agg: A) -> Self {
-        CountWindowState { shape, agg, pending: Vec::new(), keys: HashMap::new() }
+        CountWindowState {
+            shape,
+            agg,
+            pending: Vec::new(),
+            keys: HashMap::new(),
+        }
     }
 
     /// Adds a record at `ts` that arrived with watermark `wm`.
@@ -111,10 +116,10 @@ impl<K: Hash + Eq + Clone, D: Clone, A: Aggregate<D>> CountWindowState<K, D, A> 
         ready.sort_by_key(|r| (r.0, r.1));
         let shape = self.shape;
         for (_, ts, key, record) in ready {
-            let seq = self
-                .keys
-                .entry(key.clone())
-                .or_insert_with(|| KeySequence { recent: VecDeque::new(), since_fire: 0 });
+            let seq = self.keys.entry(key.clone()).or_insert_with(|| KeySequence {
+                recent: VecDeque::new(),
+                since_fire: 0,
+            });
             seq.recent.push_back((ts, record));
             if seq.recent.len() as u64 > shape.size {
                 seq.recent.pop_front();
@@ -132,7 +137,14 @@ impl<K: Hash + Eq + Clone, D: Clone, A: Aggregate<D>> CountWindowState<K, D, A> 
                 if shape.slide == shape.size {
                     seq.recent.clear();
                 }
-                emit(Window { start: lo, end: hi.saturating_add(1) }, &key, self.agg.result(&acc));
+                emit(
+                    Window {
+                        start: lo,
+                        end: hi.saturating_add(1),
+                    },
+                    &key,
+                    self.agg.result(&acc),
+                );
             }
         }
     }

@@ -22,7 +22,9 @@ pub fn parse_millis(text: &str) -> Result<i64> {
     let d = humantime::parse_duration(text)
         .map_err(|e| Error::Config(format!("invalid duration '{text}': {e} (examples: 5s, 250ms, 1m)")))?;
     if d.subsec_nanos() % 1_000_000 != 0 {
-        return Err(Error::Config(format!("invalid duration '{text}': finer than a millisecond")));
+        return Err(Error::Config(format!(
+            "invalid duration '{text}': finer than a millisecond"
+        )));
     }
     i64::try_from(d.as_millis()).map_err(|_| Error::Config(format!("invalid duration '{text}': too large")))
 }

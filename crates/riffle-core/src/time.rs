@@ -49,7 +49,10 @@ pub struct WatermarkStrategy {
 impl WatermarkStrategy {
     /// Watermark = highest event time seen − `out_of_orderness_ms`.
     pub fn bounded_out_of_orderness(out_of_orderness_ms: i64) -> Self {
-        WatermarkStrategy { out_of_orderness: out_of_orderness_ms.max(0), idle_timeout: None }
+        WatermarkStrategy {
+            out_of_orderness: out_of_orderness_ms.max(0),
+            idle_timeout: None,
+        }
     }
 
     /// Watermark = highest event time seen (records must arrive in order to be on time).
@@ -65,7 +68,10 @@ impl WatermarkStrategy {
 
     /// A new generator following this strategy.
     pub fn generator(&self) -> WatermarkGenerator {
-        WatermarkGenerator { strategy: *self, max_seen: None }
+        WatermarkGenerator {
+            strategy: *self,
+            max_seen: None,
+        }
     }
 }
 

@@ -29,7 +29,10 @@ pub struct Window {
 
 impl Window {
     /// The window holding all of time (the global window).
-    pub const ALL: Window = Window { start: i64::MIN, end: i64::MAX };
+    pub const ALL: Window = Window {
+        start: i64::MIN,
+        end: i64::MAX,
+    };
 
     /// The last event time in the window (`end - 1`), the timestamp of its results.
     pub fn max_timestamp(&self) -> EventTime {
@@ -86,7 +89,9 @@ impl TumblingWindows {
     /// Tumbling windows of `size_ms` milliseconds.
     pub fn of_millis(size_ms: i64) -> Result<Self> {
         if size_ms <= 0 {
-            return Err(Error::Config(format!("window size must be at least 1ms, got {size_ms}ms")));
+            return Err(Error::Config(format!(
+                "window size must be at least 1ms, got {size_ms}ms"
+            )));
         }
         Ok(TumblingWindows { size: size_ms })
     }
@@ -95,7 +100,10 @@ impl TumblingWindows {
 impl WindowAssigner for TumblingWindows {
     fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) {
         let start = floor_to(ts, self.size);
-        f(Window { start, end: start.saturating_add(self.size) })
+        f(Window {
+            start,
+            end: start.saturating_add(self.size),
+        })
     }
 }
 
@@ -131,7 +139,10 @@ impl SlidingWindows {
                 "window slide ({slide_ms}ms) must not exceed the window size ({size_ms}ms)"
             )));
         }
-        Ok(SlidingWindows { size: size_ms, slide: slide_ms })
+        Ok(SlidingWindows {
+            size: size_ms,
+            slide: slide_ms,
+        })
     }
 }
 
@@ -140,7 +151,10 @@ impl WindowAssigner for SlidingWindows {
         let last_start = floor_to(ts, self.slide);
         let mut start = last_start;
         while start > ts - self.size {
-            f(Window { start, end: start.saturating_add(self.size) });
+            f(Window {
+                start,
+                end: start.saturating_add(self.size),
+            });
             start -= self.slide;
         }
     }
@@ -168,7 +182,9 @@ impl SessionWindows {
     /// Session windows with an inactivity gap of `gap_ms` milliseconds.
     pub fn with_gap_millis(gap_ms: i64) -> Result<Self> {
         if gap_ms <= 0 {
-            return Err(Error::Config(format!("session gap must be at least 1ms, got {gap_ms}ms")));
+            return Err(Error::Config(format!(
+                "session gap must be at least 1ms, got {gap_ms}ms"
+            )));
         }
         Ok(SessionWindows { gap: gap_ms })
     }
@@ -176,7 +192,10 @@ impl SessionWindows {
 
 impl WindowAssigner for SessionWindows {
     fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) {
-        f(Window { start: ts, end: ts.saturating_add(self.gap) })
+        f(Window {
+            start: ts,
+            end: ts.saturating_add(self.gap),
+        })
     }
 }
 
@@ -214,12 +233,20 @@ pub enum TimeWindows {
 
 impl From<TumblingWindows> for TimeWindows {
     fn from(w: TumblingWindows) -> Self {
-        TimeWindows::Sliced(Slicing { size: w.size, slide: w.size, pane: w.size })
+        TimeWindows::Sliced(Slicing {
+            size: w.size,
+            slide: w.size,
+            pane: w.size,
+        })
     }
 }
 impl From<SlidingWindows> for TimeWindows {
     fn from(w: SlidingWindows) -> Self {
-        TimeWindows::Sliced(Slicing { size: w.size, slide: w.slide, pane: gcd(w.size, w.slide) })
+        TimeWindows::Sliced(Slicing {
+            size: w.size,
+            slide: w.slide,
+            pane: gcd(w.size, w.slide),
+        })
     }
 }
 impl From<SessionWindows> for TimeWindows {
@@ -264,7 +291,11 @@ pub struct Slicing {
 
 impl Slicing {
     /// The global window: one pane holding all of time.
-    pub const GLOBAL: Slicing = Slicing { size: i64::MAX, slide: i64::MAX, pane: i64::MAX };
+    pub const GLOBAL: Slicing = Slicing {
+        size: i64::MAX,
+        slide: i64::MAX,
+        pane: i64::MAX,
+    };
 
     /// Whether this is the global window.
     pub fn is_global(&self) -> bool {
@@ -305,7 +336,10 @@ impl Slicing {
         }
         start += self.slide;
         while start <= last {
-            f(Window { start, end: start.saturating_add(self.size) });
+            f(Window {
+                start,
+                end: start.saturating_add(self.size),
+            });
             start += self.slide;
         }
     }
@@ -332,7 +366,11 @@ impl Slicing {
         let mut next = Some(if global { i64::MIN } else { window.start });
         std::iter::from_fn(move || {
             let p = next?;
-            next = if global { None } else { Some(p + step).filter(|&n| n < window.end) };
+            next = if global {
+                None
+            } else {
+                Some(p + step).filter(|&n| n < window.end)
+            };
             Some(p)
         })
     }
@@ -352,7 +390,10 @@ mod tests {
                 let mut expect = vec![];
                 for start in (-100..100).filter(|s: &i64| s.rem_euclid(slide) == 0) {
                     if start <= ts && ts < start + size {
-                        expect.push(Window { start, end: start + size });
+                        expect.push(Window {
+                            start,
+                            end: start + size,
+                        });
                     }
                 }
                 got.sort();

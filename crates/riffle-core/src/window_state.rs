@@ -182,7 +182,12 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
         acc.map(|a| self.agg.result(&a))
     }
 
-    fn apply_staged(&mut self, at: Watermark, updates: Vec<(EventTime, K, A::Acc)>, emit: &mut dyn FnMut(Window, &K, A::Output)) {
+    fn apply_staged(
+        &mut self,
+        at: Watermark,
+        updates: Vec<(EventTime, K, A::Acc)>,
+        emit: &mut dyn FnMut(Window, &K, A::Output),
+    ) {
         let mut refire: Vec<(Window, K)> = Vec::new();
         for (pane, key, acc) in updates {
             let (slicing, lateness) = (self.slicing, self.lateness);
@@ -193,7 +198,7 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
             });
             self.add_on_time(pane, key, acc);
         }
-        refire.sort_by(|a, b| a.0.cmp(&b.0));
+        refire.sort_by_key(|r| r.0);
         let mut seen: hashbrown::HashSet<(Window, K)> = hashbrown::HashSet::new();
         for (w, k) in refire {
             if seen.insert((w, k.clone())) {
@@ -210,7 +215,11 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
         }
         let from = self.fired_up_to;
         let mut windows = std::collections::BTreeSet::new();
-        let lowest_pane = if self.slicing.is_global() { i64::MIN } else { from.saturating_sub(self.slicing.size) };
+        let lowest_pane = if self.slicing.is_global() {
+            i64::MIN
+        } else {
+            from.saturating_sub(self.slicing.size)
+        };
         for (&pane, _) in self.panes.range(lowest_pane..) {
             if pane >= wm {
                 break;
@@ -317,7 +326,10 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
 
     /// Adds the partial aggregate of a record at `ts` (an on-time record).
     pub fn add_on_time(&mut self, key: K, ts: EventTime, acc: A::Acc) {
-        let window = Window { start: ts, end: ts.saturating_add(self.gap) };
+        let window = Window {
+            start: ts,
+            end: ts.saturating_add(self.gap),
+        };
         self.merge_in(key, window, acc);
     }
 
@@ -343,14 +355,22 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
 
     fn merge_in(&mut self, key: K, window: Window, acc: A::Acc) -> Window {
         let list = self.sessions.entry(key).or_default();
-        let mut merged = Session { window, acc, dirty: true, fired: false };
+        let mut merged = Session {
+            window,
+            acc,
+            dirty: true,
+            fired: false,
+        };
         let mut i = 0;
         while i < list.len() {
             let w = list[i].window;
             // Flink's TimeWindow::intersects: touching windows merge too.
             if w.start <= merged.window.end && merged.window.start <= w.end {
                 let s = list.swap_remove(i);
-                merged.window = Window { start: w.start.min(merged.window.start), end: w.end.max(merged.window.end) };
+                merged.window = Window {
+                    start: w.start.min(merged.window.start),
+                    end: w.end.max(merged.window.end),
+                };
                 self.agg.merge(&mut merged.acc, s.acc);
                 merged.fired |= s.fired;
             } else {
@@ -416,7 +436,9 @@ mod tests {
 
     #[test]
     fn tumbling_fires_at_end_and_late_update_refires() {
-        let TimeWindows::Sliced(s) = TumblingWindows::of_millis(10).unwrap().into() else { unreachable!() };
+        let TimeWindows::Sliced(s) = TumblingWindows::of_millis(10).unwrap().into() else {
+            unreachable!()
+        };
         let mut st = SlicedWindowState::<&str, (), Count>::new(s, 5, Count);
         st.add_on_time(0, "a", 1);
         let mut out = vec![];
@@ -451,14 +473,15 @@ mod tests {
 
     #[test]
     fn session_late_record_bridges_and_refires() {
-        let mut s = SessionWindowState::<&str, (), Count>::new(SessionWindows::with_gap_millis(10).unwrap(), 100, Count);
+        let mut s =
+            SessionWindowState::<&str, (), Count>::new(SessionWindows::with_gap_millis(10).unwrap(), 100, Count);
         s.add_on_time("a", 0, 1);
         s.add_on_time("a", 25, 1);
         let mut out = vec![];
         s.advance(40, &mut |w, _, n| out.push((w.start, w.end, n)));
         out.sort();
         assert_eq!(out, vec![(0, 10, 1), (25, 35, 1)]);
-        s.stage(40, "a", 12, 1); // [12,22) touches neither... 
+        s.stage(40, "a", 12, 1); // [12,22) touches neither...
         s.stage(40, "a", 10, 1); // [10,20) touches [0,10) and [12,22)
         out.clear();
         s.advance(41, &mut |w, _, n| out.push((w.start, w.end, n)));

@@ -93,7 +93,10 @@ pub struct JobContext {
 
 impl std::fmt::Debug for JobContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobContext").field("metrics", &self.metrics).field("strict", &self.strict).finish()
+        f.debug_struct("JobContext")
+            .field("metrics", &self.metrics)
+            .field("strict", &self.strict)
+            .finish()
     }
 }
 
@@ -106,7 +109,13 @@ impl Default for JobContext {
 impl JobContext {
     /// A context. With `strict`, a malformed record fails the job instead of being skipped.
     pub fn new(strict: bool, clock: Arc<dyn Clock>) -> Self {
-        JobContext { metrics: Metrics::default(), errors: Mutex::new(Vec::new()), cancelled: AtomicBool::new(false), strict, clock }
+        JobContext {
+            metrics: Metrics::default(),
+            errors: Mutex::new(Vec::new()),
+            cancelled: AtomicBool::new(false),
+            strict,
+            clock,
+        }
     }
 
     /// The job's counters.
@@ -151,7 +160,11 @@ impl JobContext {
     /// and in strict mode fails the job.
     pub fn malformed(&self, origin: &str, line: u64, message: &str) {
         let n = self.metrics.malformed.fetch_add(1, Ordering::Relaxed) + 1;
-        let error = Error::Malformed { origin: origin.to_string(), line, message: message.to_string() };
+        let error = Error::Malformed {
+            origin: origin.to_string(),
+            line,
+            message: message.to_string(),
+        };
         if self.strict {
             self.fail(error);
         } else if n <= MALFORMED_REPORT_LIMIT {

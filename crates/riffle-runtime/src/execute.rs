@@ -29,16 +29,27 @@ pub struct ExecutionConfig {
 impl ExecutionConfig {
     /// One process with `threads` workers.
     pub fn threads(threads: usize) -> Self {
-        ExecutionConfig { threads: threads.max(1), process: 0, addresses: Vec::new() }
+        ExecutionConfig {
+            threads: threads.max(1),
+            process: 0,
+            addresses: Vec::new(),
+        }
     }
 
     /// Process `process` of a cluster whose processes listen on `addresses`, each with
     /// `threads` workers.
     pub fn cluster(threads: usize, process: usize, addresses: Vec<String>) -> Result<Self> {
         if process >= addresses.len() {
-            return Err(Error::Config(format!("process index {process} is not below the number of processes {}", addresses.len())));
+            return Err(Error::Config(format!(
+                "process index {process} is not below the number of processes {}",
+                addresses.len()
+            )));
         }
-        Ok(ExecutionConfig { threads: threads.max(1), process, addresses })
+        Ok(ExecutionConfig {
+            threads: threads.max(1),
+            process,
+            addresses,
+        })
     }
 
     fn timely_config(&self) -> timely::Config {
@@ -55,7 +66,10 @@ impl ExecutionConfig {
         } else {
             timely::CommunicationConfig::Thread
         };
-        timely::Config { communication, worker: timely::WorkerConfig::default() }
+        timely::Config {
+            communication,
+            worker: timely::WorkerConfig::default(),
+        }
     }
 }
 

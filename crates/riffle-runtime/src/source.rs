@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use riffle_connectors::{LineReader, Poll, SplitSpec};
 use riffle_core::time::WATERMARK_MIN;
 use riffle_core::{EventTime, Result, WatermarkGenerator, WatermarkStrategy};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
-use timely::container::CapacityContainerBuilder;
 
 use crate::context::JobContext;
 use crate::time::Time;
@@ -61,14 +61,21 @@ pub struct CollectionSplit<D> {
 impl<D> CollectionSplit<D> {
     /// A split over `records`, handed out `chunk` records at a time.
     pub fn new(records: Vec<(EventTime, D)>, chunk: usize) -> Self {
-        CollectionSplit { records: records.into_iter(), chunk: chunk.max(1) }
+        CollectionSplit {
+            records: records.into_iter(),
+            chunk: chunk.max(1),
+        }
     }
 }
 
 impl<D> SplitReader<D> for CollectionSplit<D> {
     fn poll(&mut self, _max: usize) -> Result<SplitPoll<D>> {
         let batch: Vec<_> = self.records.by_ref().take(self.chunk).collect();
-        Ok(if batch.is_empty() { SplitPoll::Finished } else { SplitPoll::Records(batch) })
+        Ok(if batch.is_empty() {
+            SplitPoll::Finished
+        } else {
+            SplitPoll::Records(batch)
+        })
     }
 }
 
@@ -86,11 +93,16 @@ pub type TimestampParser = Rc<dyn Fn(&str) -> std::result::Result<(EventTime, &s
 pub fn leading_millis(line: &str) -> std::result::Result<(EventTime, &str), String> {
     let bytes = line.as_bytes();
     let digits_from = usize::from(bytes.first() == Some(&b'-'));
-    let end = bytes[digits_from..].iter().position(|b| !b.is_ascii_digit()).map_or(bytes.len(), |p| p + digits_from);
+    let end = bytes[digits_from..]
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .map_or(bytes.len(), |p| p + digits_from);
     if end == digits_from {
         return Err("expected <unix-millis><comma, tab or space><text>".into());
     }
-    let ts: i64 = line[..end].parse().map_err(|_| format!("timestamp '{}' out of range", &line[..end]))?;
+    let ts: i64 = line[..end]
+        .parse()
+        .map_err(|_| format!("timestamp '{}' out of range", &line[..end]))?;
     match bytes.get(end) {
         None => Ok((ts, "")),
         Some(b',' | b'\t' | b' ') => Ok((ts, &line[end + 1..])),
@@ -131,7 +143,8 @@ impl SplitReader<String> for TextSplit {
                 Ok(s) => s,
                 Err(e) => {
                     let at = e.utf8_error().valid_up_to();
-                    self.ctx.malformed(self.reader.origin(), line_no, &format!("invalid UTF-8 at byte {at}"));
+                    self.ctx
+                        .malformed(self.reader.origin(), line_no, &format!("invalid UTF-8 at byte {at}"));
                     continue;
                 }
             };
@@ -180,7 +193,12 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
         let now = ctx.clock().now_millis();
         let mut splits: Vec<SplitState<D>> = readers
             .into_iter()
-            .map(|reader| SplitState { reader, watermark: strategy.generator(), last_data: now, idle: false })
+            .map(|reader| SplitState {
+                reader,
+                watermark: strategy.generator(),
+                last_data: now,
+                idle: false,
+            })
             .collect();
         let mut cap = if splits.is_empty() { None } else { Some(capability) };
         move |output| {
@@ -217,7 +235,9 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                             for r in &records {
                                 split.watermark.observe(r.0);
                             }
-                            ctx.metrics().records_in.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            ctx.metrics()
+                                .records_in
+                                .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
                             let time = Time::new(c.time().epoch, wm.max(c.time().watermark));
                             let at = c.delayed(&time);
                             output.session(&at).give_container(&mut records);
@@ -259,7 +279,12 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                             }
                         }
                     }
-                    splits.iter().filter(|s| !s.idle).map(|s| s.watermark.current()).min().unwrap_or(WATERMARK_MIN)
+                    splits
+                        .iter()
+                        .filter(|s| !s.idle)
+                        .map(|s| s.watermark.current())
+                        .min()
+                        .unwrap_or(WATERMARK_MIN)
                 }
             };
             if target > c.time().watermark {

@@ -23,7 +23,9 @@ use timely::dataflow::{Scope, Stream};
 use timely::ExchangeData;
 
 use crate::context::JobContext;
-use crate::source::{leading_millis, open_text_splits, split_source, SplitReader, TimeMode, TimestampParser, DEFAULT_CHUNK_LINES};
+use crate::source::{
+    leading_millis, open_text_splits, split_source, SplitReader, TimeMode, TimestampParser, DEFAULT_CHUNK_LINES,
+};
 use crate::time::Time;
 use crate::window_op;
 
@@ -93,7 +95,10 @@ impl<'s> StreamEnv<'s> {
         chunk: usize,
     ) -> DataStream<'s, D> {
         let stream = split_source(self.scope, name, Arc::clone(&self.ctx), mode, readers, chunk);
-        DataStream { stream, ctx: Arc::clone(&self.ctx) }
+        DataStream {
+            stream,
+            ctx: Arc::clone(&self.ctx),
+        }
     }
 
     /// In-memory records, one list per split (split `i` is read by worker `i % workers`),
@@ -110,7 +115,9 @@ impl<'s> StreamEnv<'s> {
             .into_iter()
             .enumerate()
             .filter(|(i, _)| i % n == me)
-            .map(|(_, records)| Box::new(crate::source::CollectionSplit::new(records, chunk)) as Box<dyn SplitReader<D>>)
+            .map(|(_, records)| {
+                Box::new(crate::source::CollectionSplit::new(records, chunk)) as Box<dyn SplitReader<D>>
+            })
             .collect();
         self.splits("Collection", TimeMode::Event(strategy), readers, chunk)
     }
@@ -128,7 +135,12 @@ pub struct TextSource {
 impl TextSource {
     /// Lines of `splits` in processing time.
     pub fn new(splits: Vec<SplitSpec>) -> Self {
-        TextSource { splits, mode: TimeMode::Processing, parser: None, chunk_lines: DEFAULT_CHUNK_LINES }
+        TextSource {
+            splits,
+            mode: TimeMode::Processing,
+            parser: None,
+            chunk_lines: DEFAULT_CHUNK_LINES,
+        }
     }
 
     /// Event time: every line starts with `<unix-millis><comma, tab or space>` (or what
@@ -159,7 +171,10 @@ pub struct DataStream<'s, D: 'static> {
 
 impl<D: Clone + 'static> Clone for DataStream<'_, D> {
     fn clone(&self) -> Self {
-        DataStream { stream: self.stream.clone(), ctx: Arc::clone(&self.ctx) }
+        DataStream {
+            stream: self.stream.clone(),
+            ctx: Arc::clone(&self.ctx),
+        }
     }
 }
 
@@ -168,55 +183,95 @@ type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 impl<'s, D: Data> DataStream<'s, D> {
     /// Applies `f` to every record.
     pub fn map<D2: Data>(self, mut f: impl FnMut(D) -> D2 + 'static) -> DataStream<'s, D2> {
-        let stream = self.stream.unary::<VecBuilder<(EventTime, D2)>, _, _, _>(Pipeline, "Map", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    output.session(&cap).give_iterator(data.drain(..).map(|(ts, d)| (ts, f(d))));
-                });
-            }
-        });
+        let stream = self
+            .stream
+            .unary::<VecBuilder<(EventTime, D2)>, _, _, _>(Pipeline, "Map", |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        // Build the output batch in a plain Vec and hand it over whole: cheaper
+                        // than pushing record by record through the container builder.
+                        let mut batch: Vec<(EventTime, D2)> = data.drain(..).map(|(ts, d)| (ts, f(d))).collect();
+                        output.session(&cap).give_container(&mut batch);
+                    });
+                }
+            });
         DataStream { stream, ctx: self.ctx }
     }
 
     /// Replaces every record by the records `f` returns (each with the input's event time).
-    pub fn flat_map<D2: Data, I: IntoIterator<Item = D2>>(self, mut f: impl FnMut(D) -> I + 'static) -> DataStream<'s, D2> {
-        let stream = self.stream.unary::<VecBuilder<(EventTime, D2)>, _, _, _>(Pipeline, "FlatMap", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    for (ts, d) in data.drain(..) {
-                        for d2 in f(d) {
-                            session.give((ts, d2));
+    pub fn flat_map<D2: Data, I: IntoIterator<Item = D2>>(
+        self,
+        mut f: impl FnMut(D) -> I + 'static,
+    ) -> DataStream<'s, D2> {
+        let stream = self
+            .stream
+            .unary::<VecBuilder<(EventTime, D2)>, _, _, _>(Pipeline, "FlatMap", |_, _| {
+                // Output batches of at most BATCH records, built in plain Vecs and handed over
+                // whole: cheaper than pushing record by record through a container builder, and
+                // small enough to stay below the allocator's mmap threshold.
+                const BATCH: usize = 1024;
+                let mut batch: Vec<(EventTime, D2)> = Vec::with_capacity(BATCH);
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for (ts, d) in data.drain(..) {
+                            for d2 in f(d) {
+                                batch.push((ts, d2));
+                                if batch.len() == BATCH {
+                                    session.give_container(&mut batch);
+                                    batch = Vec::with_capacity(BATCH);
+                                }
+                            }
                         }
-                    }
-                });
-            }
-        });
+                        if !batch.is_empty() {
+                            session.give_container(&mut batch);
+                            batch = Vec::with_capacity(BATCH);
+                        }
+                    });
+                }
+            });
         DataStream { stream, ctx: self.ctx }
     }
 
     /// Keeps the records for which `f` is true.
     pub fn filter(self, mut f: impl FnMut(&D) -> bool + 'static) -> DataStream<'s, D> {
-        let stream = self.stream.unary::<VecBuilder<(EventTime, D)>, _, _, _>(Pipeline, "Filter", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    output.session(&cap).give_iterator(data.drain(..).filter(|(_, d)| f(d)));
-                });
-            }
-        });
+        let stream = self
+            .stream
+            .unary::<VecBuilder<(EventTime, D)>, _, _, _>(Pipeline, "Filter", |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        data.retain(|(_, d)| f(d));
+                        output.session(&cap).give_container(data);
+                    });
+                }
+            });
         DataStream { stream, ctx: self.ctx }
     }
 
-    /// Spreads records evenly over all workers (round robin), as Flink's `rebalance`.
+    /// Spreads records evenly over all workers, as Flink's `rebalance`: batches go round
+    /// robin to the workers whole (one message per batch, not per record), so a single
+    /// reader can feed every worker cheaply.
     pub fn rebalance(self) -> DataStream<'s, D> {
+        let packed =
+            self.stream
+                .unary::<VecBuilder<Vec<(EventTime, D)>>, _, _, _>(Pipeline, "RebalancePack", |_, _| {
+                    move |input, output| {
+                        input.for_each(|cap, data| output.session(&cap).give(std::mem::take(data)));
+                    }
+                });
         let mut next = 0u64;
-        let pact = Exchange::new(move |_: &(EventTime, D)| {
+        let pact = Exchange::new(move |_: &Vec<(EventTime, D)>| {
             next = next.wrapping_add(1);
             next
         });
-        let stream = self.stream.unary::<VecBuilder<(EventTime, D)>, _, _, _>(pact, "Rebalance", |_, _| {
+        let stream = packed.unary::<VecBuilder<(EventTime, D)>, _, _, _>(pact, "Rebalance", |_, _| {
             move |input, output| {
-                input.for_each(|cap, data| output.session(&cap).give_container(data));
+                input.for_each(|cap, batches| {
+                    let mut session = output.session(&cap);
+                    for mut batch in batches.drain(..) {
+                        session.give_container(&mut batch);
+                    }
+                });
             }
         });
         DataStream { stream, ctx: self.ctx }
@@ -224,55 +279,67 @@ impl<'s, D: Data> DataStream<'s, D> {
 
     /// Both streams' records.
     pub fn union(self, other: DataStream<'s, D>) -> DataStream<'s, D> {
-        DataStream { stream: self.stream.concat(other.stream), ctx: self.ctx }
+        DataStream {
+            stream: self.stream.concat(other.stream),
+            ctx: self.ctx,
+        }
     }
 
     /// Partitions the stream by key: records with equal keys are processed by the same worker.
     pub fn key_by<K: Key>(self, key: impl Fn(&D) -> K + 'static) -> KeyedStream<'s, K, D> {
-        KeyedStream { stream: self, key: Rc::new(key) }
+        KeyedStream {
+            stream: self,
+            key: Rc::new(key),
+        }
     }
 
     /// Calls `f` with every record and its event time: a sink.
     pub fn for_each(self, mut f: impl FnMut(EventTime, D) + 'static) {
         let ctx = Arc::clone(&self.ctx);
-        self.stream.unary::<VecBuilder<()>, _, _, _>(Pipeline, "ForEach", |_, _| {
-            move |input, _output| {
-                input.for_each(|_cap, data| {
-                    ctx.metrics().records_out.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    for (ts, d) in data.drain(..) {
-                        f(ts, d);
-                    }
-                });
-            }
-        });
+        self.stream
+            .unary::<VecBuilder<()>, _, _, _>(Pipeline, "ForEach", |_, _| {
+                move |input, _output| {
+                    input.for_each(|_cap, data| {
+                        ctx.metrics()
+                            .records_out
+                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        for (ts, d) in data.drain(..) {
+                            f(ts, d);
+                        }
+                    });
+                }
+            });
     }
 
     /// Formats every record with `format` (which appends one line, newline included) and
     /// writes the lines to `sink` batch by batch.
     pub fn write_lines(self, sink: LineSink, mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
         let ctx = Arc::clone(&self.ctx);
-        self.stream.unary::<VecBuilder<()>, _, _, _>(Pipeline, "LineSink", |_, _| {
-            let mut buffer = Vec::with_capacity(1 << 16);
-            move |input, _output| {
-                input.for_each(|_cap, data| {
-                    ctx.metrics().records_out.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    for (ts, d) in data.iter() {
-                        format(*ts, d, &mut buffer);
-                        if buffer.len() > 60_000 {
-                            if let Err(e) = sink.write_batch(&buffer) {
-                                ctx.fail(e);
+        self.stream
+            .unary::<VecBuilder<()>, _, _, _>(Pipeline, "LineSink", |_, _| {
+                let mut buffer = Vec::with_capacity(1 << 16);
+                move |input, _output| {
+                    input.for_each(|_cap, data| {
+                        ctx.metrics()
+                            .records_out
+                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        for (ts, d) in data.iter() {
+                            format(*ts, d, &mut buffer);
+                            if buffer.len() > 60_000 {
+                                if let Err(e) = sink.write_batch(&buffer) {
+                                    ctx.fail(e);
+                                }
+                                buffer.clear();
                             }
-                            buffer.clear();
                         }
+                        data.clear();
+                    });
+                    if let Err(e) = sink.write_batch(&buffer) {
+                        ctx.fail(e);
                     }
-                    data.clear();
-                });
-                if let Err(e) = sink.write_batch(&buffer) {
-                    ctx.fail(e);
+                    buffer.clear();
                 }
-                buffer.clear();
-            }
-        });
+            });
     }
 
     /// Prints every record with `Debug` to stdout, one per line.
@@ -301,17 +368,27 @@ pub struct KeyedStream<'s, K, D: 'static> {
 impl<'s, K: Key, D: Data> KeyedStream<'s, K, D> {
     /// Time windows: tumbling, sliding, session or global.
     pub fn window(self, windows: impl Into<TimeWindows>) -> WindowedStream<'s, K, D> {
-        WindowedStream { keyed: self, windows: windows.into(), lateness: 0 }
+        WindowedStream {
+            keyed: self,
+            windows: windows.into(),
+            lateness: 0,
+        }
     }
 
     /// Tumbling count windows of `size` records per key.
     pub fn count_window(self, size: u64) -> riffle_core::Result<CountWindowedStream<'s, K, D>> {
-        Ok(CountWindowedStream { keyed: self, shape: CountWindows::tumbling(size)? })
+        Ok(CountWindowedStream {
+            keyed: self,
+            shape: CountWindows::tumbling(size)?,
+        })
     }
 
     /// Sliding count windows: every `slide` records of a key, the last `size` of them.
     pub fn count_window_sliding(self, size: u64, slide: u64) -> riffle_core::Result<CountWindowedStream<'s, K, D>> {
-        Ok(CountWindowedStream { keyed: self, shape: CountWindows::sliding(size, slide)? })
+        Ok(CountWindowedStream {
+            keyed: self,
+            shape: CountWindows::sliding(size, slide)?,
+        })
     }
 }
 
@@ -363,7 +440,10 @@ impl<'s, K: Key, D: Data> WindowedStream<'s, K, D> {
     }
 
     /// Sum of `field` per key and window.
-    pub fn sum<N: riffle_core::aggregate::Summable>(self, field: impl Fn(&D) -> N + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, N>> {
+    pub fn sum<N: riffle_core::aggregate::Summable>(
+        self,
+        field: impl Fn(&D) -> N + Clone + Send + Sync + 'static,
+    ) -> DataStream<'s, WindowResult<K, N>> {
         self.aggregate(riffle_core::aggregate::Sum::new(field))
     }
 
@@ -373,28 +453,38 @@ impl<'s, K: Key, D: Data> WindowedStream<'s, K, D> {
     }
 
     /// Minimum of `field` per key and window.
-    pub fn min<V: PartialOrd + Data + Send + Sync>(self, field: impl Fn(&D) -> V + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, Option<V>>> {
+    pub fn min<V: PartialOrd + Data + Send + Sync>(
+        self,
+        field: impl Fn(&D) -> V + Clone + Send + Sync + 'static,
+    ) -> DataStream<'s, WindowResult<K, Option<V>>> {
         self.aggregate(riffle_core::aggregate::Min::new(field))
     }
 
     /// Maximum of `field` per key and window.
-    pub fn max<V: PartialOrd + Data + Send + Sync>(self, field: impl Fn(&D) -> V + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, Option<V>>> {
+    pub fn max<V: PartialOrd + Data + Send + Sync>(
+        self,
+        field: impl Fn(&D) -> V + Clone + Send + Sync + 'static,
+    ) -> DataStream<'s, WindowResult<K, Option<V>>> {
         self.aggregate(riffle_core::aggregate::Max::new(field))
     }
 
     /// Mean of `field` per key and window.
-    pub fn avg<N: riffle_core::aggregate::Summable>(self, field: impl Fn(&D) -> N + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, f64>> {
+    pub fn avg<N: riffle_core::aggregate::Summable>(
+        self,
+        field: impl Fn(&D) -> N + Clone + Send + Sync + 'static,
+    ) -> DataStream<'s, WindowResult<K, f64>> {
         self.aggregate(riffle_core::aggregate::Avg::new(field))
     }
 
     /// A process-window function: `f` sees the key, the window and all its records (in no
     /// particular order) and returns the result.
     pub fn process<R: Data>(self, f: impl Fn(&K, Window, Vec<D>) -> R + 'static) -> DataStream<'s, WindowResult<K, R>> {
-        self.aggregate(riffle_core::aggregate::Collect).map(move |r: WindowResult<K, Vec<D>>| WindowResult {
-            value: f(&r.key, r.window, r.value),
-            window: r.window,
-            key: r.key,
-        })
+        self.aggregate(riffle_core::aggregate::Collect)
+            .map(move |r: WindowResult<K, Vec<D>>| WindowResult {
+                value: f(&r.key, r.window, r.value),
+                window: r.window,
+                key: r.key,
+            })
     }
 }
 
@@ -415,7 +505,10 @@ impl<'s, K: Key, D: Data> CountWindowedStream<'s, K, D> {
     }
 
     /// Sum of `field` per count window.
-    pub fn sum<N: riffle_core::aggregate::Summable>(self, field: impl Fn(&D) -> N + Clone + Send + Sync + 'static) -> DataStream<'s, WindowResult<K, N>> {
+    pub fn sum<N: riffle_core::aggregate::Summable>(
+        self,
+        field: impl Fn(&D) -> N + Clone + Send + Sync + 'static,
+    ) -> DataStream<'s, WindowResult<K, N>> {
         self.aggregate(riffle_core::aggregate::Sum::new(field))
     }
 }

@@ -47,7 +47,10 @@ impl Time {
 
     /// The least upper bound of two times.
     pub fn join(&self, other: &Time) -> Time {
-        Time { epoch: self.epoch.max(other.epoch), watermark: self.watermark.max(other.watermark) }
+        Time {
+            epoch: self.epoch.max(other.epoch),
+            watermark: self.watermark.max(other.watermark),
+        }
     }
 }
 
@@ -61,7 +64,10 @@ impl PartialOrder for Time {
 impl Timestamp for Time {
     type Summary = TimeSummary;
     fn minimum() -> Self {
-        Time { epoch: 0, watermark: i64::MIN }
+        Time {
+            epoch: 0,
+            watermark: i64::MIN,
+        }
     }
 }
 
@@ -91,10 +97,16 @@ impl PartialOrder for TimeSummary {
 
 impl PathSummary<Time> for TimeSummary {
     fn results_in(&self, src: &Time) -> Option<Time> {
-        Some(Time { epoch: src.epoch.checked_add(self.epoch)?, watermark: src.watermark.checked_add(self.watermark)? })
+        Some(Time {
+            epoch: src.epoch.checked_add(self.epoch)?,
+            watermark: src.watermark.checked_add(self.watermark)?,
+        })
     }
     fn followed_by(&self, other: &Self) -> Option<Self> {
-        Some(TimeSummary { epoch: self.epoch.checked_add(other.epoch)?, watermark: self.watermark.checked_add(other.watermark)? })
+        Some(TimeSummary {
+            epoch: self.epoch.checked_add(other.epoch)?,
+            watermark: self.watermark.checked_add(other.watermark)?,
+        })
     }
 }
 
