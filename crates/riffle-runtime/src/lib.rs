@@ -40,3 +40,8 @@ pub use context::{Clock, JobContext, ManualClock, MetricsSnapshot, SystemClock};
 pub use execute::{execute, ExecutionConfig};
 pub use stream::{CountWindowedStream, DataStream, KeyedStream, StreamEnv, TextSource, WindowResult, WindowedStream};
 pub use time::Time;
+
+/// The README's examples compile (they are `no_run`: they need a server and a folder).
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
