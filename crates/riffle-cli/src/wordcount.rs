@@ -73,6 +73,9 @@ pub struct WordcountArgs {
     /// Write results to this file instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Also write malformed lines here (JSON lines with origin, line number, error, raw text).
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
     /// Fail on the first malformed line instead of counting and skipping it.
     #[arg(long)]
     pub strict: bool,
@@ -206,7 +209,12 @@ pub fn run(args: WordcountArgs) -> Result<()> {
         None => LineSink::stdout(),
     };
     let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
-    let ctx = Arc::new(JobContext::new(args.strict, Arc::new(SystemClock)));
+    let late_flush = late_sink.clone();
+    let mut ctx = JobContext::new(args.strict, Arc::new(SystemClock));
+    if let Some(path) = &args.dead_letter {
+        ctx = ctx.with_dead_letter(LineSink::file(path)?);
+    }
+    let ctx = Arc::new(ctx);
     let format = args.format;
     let time = args.time;
     let chunk_lines = args.chunk_lines;
@@ -245,6 +253,10 @@ pub fn run(args: WordcountArgs) -> Result<()> {
         results.write_lines(out_sink.clone(), move |_, r, out| format_result(format, r, out));
     })?;
     sink.flush()?;
+    ctx.flush()?;
+    if let Some(late) = late_flush {
+        late.flush()?;
+    }
     eprintln!(
         "riffle: wordcount done: {} records read, {} results, {} malformed, {} late",
         metrics.records_in, metrics.records_out, metrics.malformed, metrics.late

@@ -89,6 +89,7 @@ pub struct JobContext {
     cancelled: AtomicBool,
     strict: bool,
     clock: Arc<dyn Clock>,
+    dead_letter: Option<riffle_connectors::LineSink>,
 }
 
 impl std::fmt::Debug for JobContext {
@@ -115,7 +116,20 @@ impl JobContext {
             cancelled: AtomicBool::new(false),
             strict,
             clock,
+            dead_letter: None,
         }
+    }
+
+    /// Also writes every malformed record to `sink`, one JSON object per line:
+    /// `{"origin":…,"line":…,"error":…,"raw":…}` (the raw bytes decoded lossily as UTF-8).
+    pub fn with_dead_letter(mut self, sink: riffle_connectors::LineSink) -> Self {
+        self.dead_letter = Some(sink);
+        self
+    }
+
+    /// Flushes the dead-letter output, if any.
+    pub fn flush(&self) -> riffle_core::Result<()> {
+        self.dead_letter.as_ref().map_or(Ok(()), |s| s.flush())
     }
 
     /// The job's counters.
@@ -157,9 +171,20 @@ impl JobContext {
     }
 
     /// Counts a malformed record, reports it with its position (the first few one by one),
-    /// and in strict mode fails the job.
-    pub fn malformed(&self, origin: &str, line: u64, message: &str) {
+    /// writes it to the dead-letter output if there is one, and in strict mode fails the job.
+    pub fn malformed(&self, origin: &str, line: u64, message: &str, raw: &[u8]) {
         let n = self.metrics.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(sink) = &self.dead_letter {
+            let record = serde_json::json!({
+                "origin": origin,
+                "line": line,
+                "error": message,
+                "raw": String::from_utf8_lossy(raw),
+            });
+            if let Err(e) = sink.write_batch(format!("{record}\n").as_bytes()) {
+                self.fail(e);
+            }
+        }
         let error = Error::Malformed {
             origin: origin.to_string(),
             line,

@@ -143,8 +143,9 @@ impl SplitReader<String> for TextSplit {
                 Ok(s) => s,
                 Err(e) => {
                     let at = e.utf8_error().valid_up_to();
+                    let message = format!("invalid UTF-8 at byte {at}");
                     self.ctx
-                        .malformed(self.reader.origin(), line_no, &format!("invalid UTF-8 at byte {at}"));
+                        .malformed(self.reader.origin(), line_no, &message, e.as_bytes());
                     continue;
                 }
             };
@@ -156,7 +157,9 @@ impl SplitReader<String> for TextSplit {
                         line.drain(..skip);
                         out.push((ts, line));
                     }
-                    Err(message) => self.ctx.malformed(self.reader.origin(), line_no, &message),
+                    Err(message) => self
+                        .ctx
+                        .malformed(self.reader.origin(), line_no, &message, line.as_bytes()),
                 },
             }
         }
