@@ -122,3 +122,46 @@ impl WatermarkGenerator {
 pub fn floor_to(ts: EventTime, step: i64) -> EventTime {
     ts - ts.rem_euclid(step)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_trails_the_maximum_by_the_out_of_orderness() {
+        let mut g = WatermarkStrategy::bounded_out_of_orderness(1_000).generator();
+        assert_eq!(g.current(), WATERMARK_MIN, "no records, no watermark");
+        let mut expected_max = i64::MIN;
+        for ts in [5_000, 4_000, 7_500, 7_000, 2_000, 9_000] {
+            g.observe(ts);
+            expected_max = expected_max.max(ts);
+            assert_eq!(g.current(), expected_max - 1_000);
+        }
+    }
+
+    #[test]
+    fn watermark_never_overflows() {
+        let mut g = WatermarkStrategy::bounded_out_of_orderness(10).generator();
+        g.observe(i64::MIN);
+        assert_eq!(g.current(), i64::MIN);
+        let mut m = WatermarkStrategy::monotonous().generator();
+        m.observe(i64::MAX);
+        assert_eq!(m.current(), i64::MAX);
+    }
+
+    #[test]
+    fn negative_out_of_orderness_is_clamped() {
+        let s = WatermarkStrategy::bounded_out_of_orderness(-5).with_idleness(-1);
+        assert_eq!((s.out_of_orderness, s.idle_timeout), (0, Some(0)));
+    }
+
+    #[test]
+    fn floor_to_is_floor_division() {
+        for ts in -50..50 {
+            for step in [1, 3, 7, 10] {
+                let f = floor_to(ts, step);
+                assert!(f <= ts && ts < f + step && f.rem_euclid(step) == 0);
+            }
+        }
+    }
+}

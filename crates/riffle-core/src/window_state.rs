@@ -425,7 +425,62 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
 mod tests {
     use super::*;
     use crate::aggregate::Count;
-    use crate::window::{SlidingWindows, TimeWindows, TumblingWindows};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Incremental (advance in random steps) equals batch (count per window) for on-time data.
+        #[test]
+        fn sliced_incremental_equals_batch(
+            records in proptest::collection::vec((0i64..200, 0u8..4), 0..100),
+            size in 1i64..40, slide_div in 1i64..5, steps in proptest::collection::vec(0i64..60, 0..8),
+        ) {
+            let slide = (size / slide_div).max(1);
+            let assigner = SlidingWindows::of_millis(size, slide).unwrap();
+            let s = sliced(size, slide);
+            let mut st = SlicedWindowState::<u8, (), Count>::new(s, 0, Count);
+            for (ts, k) in &records {
+                st.add_on_time(s.pane_of(*ts), *k, 1);
+            }
+            let mut got = vec![];
+            let mut wm = i64::MIN;
+            for step in steps {
+                wm = if wm == i64::MIN { step } else { wm + step };
+                st.advance(wm, &mut |w, k, n| got.push((w, *k, n)));
+            }
+            st.advance(i64::MAX, &mut |w, k, n| got.push((w, *k, n)));
+            got.sort();
+            let mut batch: std::collections::BTreeMap<(Window, u8), u64> = Default::default();
+            for (ts, k) in &records {
+                assigner.assign(*ts, &mut |w| *batch.entry((w, *k)).or_default() += 1);
+            }
+            let expect: Vec<_> = batch.into_iter().map(|((w, k), n)| (w, k, n)).collect();
+            prop_assert_eq!(got, expect);
+            prop_assert!(st.is_empty());
+        }
+
+        /// Sessions: the merged sessions are the connected components, whatever the insertion order.
+        #[test]
+        fn sessions_are_components_in_any_order(mut ts in proptest::collection::vec(0i64..300, 1..60), gap in 1i64..30, seed in any::<u64>()) {
+            let mut sorted = ts.clone();
+            sorted.sort();
+            let mut expect = vec![];
+            let (mut start, mut end, mut n) = (sorted[0], sorted[0] + gap, 0u64);
+            for t in &sorted {
+                if *t <= end { end = end.max(t + gap); n += 1; } else { expect.push((start, end, n)); start = *t; end = t + gap; n = 1; }
+            }
+            expect.push((start, end, n));
+            // deterministic shuffle
+            let mut x = seed;
+            for i in (1..ts.len()).rev() { x = x.wrapping_mul(6364136223846793005).wrapping_add(1); ts.swap(i, (x >> 33) as usize % (i + 1)); }
+            let mut st = SessionWindowState::<u8, (), Count>::new(SessionWindows::with_gap_millis(gap).unwrap(), 0, Count);
+            for t in ts { st.add_on_time(0, t, 1); }
+            let mut got = vec![];
+            st.advance(i64::MAX, &mut |w, _, n| got.push((w.start, w.end, n)));
+            got.sort();
+            prop_assert_eq!(got, expect);
+        }
+    }
+    use crate::window::{SlidingWindows, TimeWindows, TumblingWindows, WindowAssigner};
 
     fn sliced(size: i64, slide: i64) -> Slicing {
         match TimeWindows::from(SlidingWindows::of_millis(size, slide).unwrap()) {
