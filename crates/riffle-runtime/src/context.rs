@@ -155,7 +155,7 @@ impl JobContext {
 
     /// Records a failure and asks every source to stop.
     pub fn fail(&self, error: Error) {
-        tracing::error!("{error}");
+        tracing::debug!("job failed: {error}");
         self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(error);
         self.cancelled.store(true, Ordering::SeqCst);
     }

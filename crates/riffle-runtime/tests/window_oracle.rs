@@ -25,6 +25,8 @@ type Rec = (u32, u64);
 type Splits = Vec<Vec<(EventTime, Rec)>>;
 /// (window start, window end, key, sum), sorted.
 type Rows = Vec<(i64, i64, u32, u64)>;
+/// Where the job's sink puts its results.
+type Collected = Arc<Mutex<Vec<(EventTime, WindowResult<u32, u64>)>>>;
 
 /// Runs the keyed windowed sum on `workers` threads; returns results and late records, sorted.
 fn run_engine(
@@ -35,7 +37,7 @@ fn run_engine(
     windows: TimeWindows,
     workers: usize,
 ) -> (Rows, Vec<(EventTime, Rec)>) {
-    let out: Arc<Mutex<Vec<(EventTime, WindowResult<u32, u64>)>>> = Arc::default();
+    let out: Collected = Arc::default();
     let late: Arc<Mutex<Vec<(EventTime, Rec)>>> = Arc::default();
     let (o, l, s) = (Arc::clone(&out), Arc::clone(&late), splits.clone());
     let ctx = Arc::new(JobContext::new(true, Arc::new(SystemClock)));
@@ -52,12 +54,12 @@ fn run_engine(
     .expect("job runs");
     let mut rows: Rows = out
         .lock()
-        .unwrap()
+        .expect("results")
         .iter()
         .map(|(_, r)| (r.window.start, r.window.end, r.key, r.value))
         .collect();
     rows.sort_unstable();
-    let mut late = late.lock().unwrap().clone();
+    let mut late = late.lock().expect("late records").clone();
     late.sort_unstable();
     (rows, late)
 }
@@ -214,7 +216,9 @@ fn sliced_windows(size: i64, slide: i64) -> TimeWindows {
     if size == slide {
         TumblingWindows::of_millis(size).expect("size > 0").into()
     } else {
-        SlidingWindows::of_millis(size, slide).expect("0 < slide <= size").into()
+        SlidingWindows::of_millis(size, slide)
+            .expect("0 < slide <= size")
+            .into()
     }
 }
 
@@ -310,7 +314,7 @@ fn oracle_count(splits: &Splits, size: usize, slide: usize) -> Rows {
 }
 
 fn run_count(splits: &Splits, chunk: usize, ooo: i64, size: u64, slide: u64, workers: usize) -> Rows {
-    let out: Arc<Mutex<Vec<(EventTime, WindowResult<u32, u64>)>>> = Arc::default();
+    let out: Collected = Arc::default();
     let (o, s) = (Arc::clone(&out), splits.clone());
     let ctx = Arc::new(JobContext::new(true, Arc::new(SystemClock)));
     execute(ExecutionConfig::threads(workers), ctx, move |env| {
@@ -324,7 +328,7 @@ fn run_count(splits: &Splits, chunk: usize, ooo: i64, size: u64, slide: u64, wor
     .expect("job runs");
     let mut rows: Rows = out
         .lock()
-        .unwrap()
+        .expect("results")
         .iter()
         .map(|(_, r)| (r.window.start, r.window.end, r.key, r.value))
         .collect();
