@@ -83,8 +83,14 @@ impl KeyGroup {
     /// assert!(u32::from(g.0) < KEY_GROUPS);
     /// ```
     pub fn of<K: Hash + ?Sized>(key: &K) -> KeyGroup {
+        Self::of_hash(stable_hash(key))
+    }
+
+    /// The key group of a key by its [`stable_hash`].
+    #[inline]
+    pub fn of_hash(hash: u64) -> KeyGroup {
         // Fibonacci-free reduction: the low bits of XXH3 are well mixed.
-        KeyGroup((stable_hash(key) % u64::from(KEY_GROUPS)) as u16)
+        KeyGroup((hash % u64::from(KEY_GROUPS)) as u16)
     }
 
     /// The worker (of `workers`) that owns this key group.

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod context;
+mod dedup_op;
 pub mod execute;
 pub mod source;
 pub mod stream;

@@ -383,6 +383,54 @@ impl<'s, K: Key, D: Data> KeyedStream<'s, K, D> {
         })
     }
 
+    /// Drops every record whose key was seen within the previous `within` of event time
+    /// (Flink's "deduplicate, keep first" over an interval), with one counting Bloom filter per
+    /// key group sized for `expected_keys` keys per interval at false-positive rate `fp_rate`
+    /// (a false positive drops a first occurrence; a duplicate never gets through). Records
+    /// are decided once the watermark passes them, in event-time order; see
+    /// `riffle_sketch::dedup`. Returns the kept records.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # use riffle_core::WatermarkStrategy;
+    /// # use riffle_runtime::{execute, ExecutionConfig, JobContext, SystemClock};
+    /// let kept = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&kept);
+    /// let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
+    /// execute(ExecutionConfig::threads(2), ctx, move |env| {
+    ///     let clicks = vec![(0, 'a'), (100, 'a'), (150, 'b'), (1_500, 'a')];
+    ///     env.from_splits(vec![clicks], 1, WatermarkStrategy::monotonous())
+    ///         .key_by(|c: &char| *c)
+    ///         .dedup(Duration::from_secs(1), 1_000, 0.001)
+    ///         .expect("valid configuration")
+    ///         .collect_into(Arc::clone(&sink));
+    /// })
+    /// .unwrap();
+    /// let mut got = kept.lock().unwrap().clone();
+    /// got.sort();
+    /// assert_eq!(got, vec![(0, 'a'), (150, 'b'), (1_500, 'a')]);
+    /// ```
+    pub fn dedup(
+        self,
+        within: std::time::Duration,
+        expected_keys: u64,
+        fp_rate: f64,
+    ) -> riffle_core::Result<DataStream<'s, D>> {
+        Ok(self.dedup_with_duplicates(within, expected_keys, fp_rate)?.0)
+    }
+
+    /// [`dedup`](Self::dedup), also returning the dropped duplicates.
+    pub fn dedup_with_duplicates(
+        self,
+        within: std::time::Duration,
+        expected_keys: u64,
+        fp_rate: f64,
+    ) -> riffle_core::Result<(DataStream<'s, D>, DataStream<'s, D>)> {
+        let within = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        crate::dedup_op::dedup(self, within, expected_keys, fp_rate)
+    }
+
     /// Sliding count windows: every `slide` records of a key, the last `size` of them.
     pub fn count_window_sliding(self, size: u64, slide: u64) -> riffle_core::Result<CountWindowedStream<'s, K, D>> {
         Ok(CountWindowedStream {

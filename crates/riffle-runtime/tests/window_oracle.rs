@@ -367,3 +367,62 @@ proptest! {
         }
     }
 }
+
+/// Deduplication: per key, records in sequence order (`max(ts, arrival watermark)`, then ts)
+/// are kept when the key's previous record is at least `within` ms of sequence time older.
+fn oracle_dedup(splits: &Splits, chunk: usize, ooo: i64, within: i64) -> Vec<(EventTime, Rec)> {
+    let mut recs: Vec<(i64, i64, Rec)> = with_watermarks(splits, chunk, ooo)
+        .into_iter()
+        .map(|(wm, ts, r)| (ts.max(wm), ts, r))
+        .collect();
+    recs.sort_by_key(|r| (r.0, r.1));
+    let mut last: std::collections::HashMap<u32, i64> = Default::default();
+    let mut kept = Vec::new();
+    for (seq, ts, r) in recs {
+        // Sequence times never go back per key group; the operator clamps them to be monotone.
+        if last.get(&r.0).is_none_or(|&t| t <= seq - within) {
+            kept.push((ts, r));
+        }
+        last.insert(r.0, seq);
+    }
+    kept.sort_unstable();
+    kept
+}
+
+fn run_dedup(splits: &Splits, chunk: usize, ooo: i64, within: i64, workers: usize) -> Vec<(EventTime, Rec)> {
+    let out: Arc<Mutex<Vec<(EventTime, Rec)>>> = Arc::default();
+    let (o, s) = (Arc::clone(&out), splits.clone());
+    let ctx = Arc::new(JobContext::new(true, Arc::new(SystemClock)));
+    execute(ExecutionConfig::threads(workers), ctx, move |env| {
+        env.from_splits(s.clone(), chunk, WatermarkStrategy::bounded_out_of_orderness(ooo))
+            .key_by(|r: &Rec| r.0)
+            .dedup(Duration::from_millis(within as u64), 1_000_000, 1e-9)
+            .expect("valid dedup")
+            .collect_into(Arc::clone(&o));
+    })
+    .expect("job runs");
+    let mut kept = out.lock().expect("results").clone();
+    kept.sort_unstable();
+    kept
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Deduplication within an interval equals the exact rule on 1, 2 and 4 workers, with
+    /// arbitrary disorder (late records are sequenced at their arrival watermark).
+    #[test]
+    fn dedup_equals_the_exact_rule(splits in arb_splits(400), chunk in 1usize..6, ooo in 0i64..60, within in 1i64..150) {
+        // Distinct timestamps per key so that sequence order has no ties.
+        let splits: Splits = splits
+            .into_iter()
+            .enumerate()
+            .map(|(s, recs)| recs.into_iter().enumerate().map(|(i, (ts, r))| (ts * 1000 + (s * 100 + i) as i64, r)).collect())
+            .collect();
+        let expected = oracle_dedup(&splits, chunk, ooo * 1000, within * 1000);
+        for workers in [1, 2, 4] {
+            let got = run_dedup(&splits, chunk, ooo * 1000, within * 1000, workers);
+            prop_assert_eq!(&got, &expected, "workers {}", workers);
+        }
+    }
+}

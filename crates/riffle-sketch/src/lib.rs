@@ -21,6 +21,7 @@
 pub mod codec;
 pub mod count_min;
 pub mod counting_bloom;
+pub mod dedup;
 pub mod exact;
 pub mod hll;
 pub mod top_k;
