@@ -6,6 +6,7 @@
 
 mod bench;
 mod options;
+mod sketch_jobs;
 mod wordcount;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,10 @@ struct Cli {
 enum Command {
     /// Count words, per window or over the whole input.
     Wordcount(Box<wordcount::WordcountArgs>),
+    /// Count distinct words per window: exact, HyperLogLog or counting Bloom filter.
+    Distinct(Box<sketch_jobs::DistinctArgs>),
+    /// The k most frequent words per window.
+    Topk(Box<sketch_jobs::TopkArgs>),
     /// Benchmarks that compare the engine with a hand-written loop on the same data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -75,6 +80,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Wordcount(args) => wordcount::run(*args),
+        Command::Distinct(args) => sketch_jobs::run_distinct(*args),
+        Command::Topk(args) => sketch_jobs::run_topk(*args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {

@@ -54,3 +54,149 @@ pub fn millis(flag: &str, value: &Option<String>) -> Result<Option<i64>> {
         .map(|v| parse_millis(v).map_err(|e| Error::Config(format!("--{flag}: {e}"))))
         .transpose()
 }
+
+/// Time characteristic of a job.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeArg {
+    /// Records are stamped with the wall clock when read.
+    Processing,
+    /// Records carry their own time: `<unix-millis><comma, tab or space><text>`.
+    Event,
+}
+
+/// Output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where a job's text comes from and how its time is read (shared by the text jobs).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Input: socket://HOST:PORT, file://PATH (a file or a folder), - (stdin), generate://words?...
+    #[arg(long)]
+    pub source: String,
+    /// Time characteristic.
+    #[arg(long, value_enum, default_value_t = TimeArg::Processing)]
+    pub time: TimeArg,
+    /// Event time: how far records may be out of order and still be on time.
+    #[arg(long)]
+    pub out_of_orderness: Option<String>,
+    /// Event time: a split without records for this long stops holding the watermark back.
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
+    /// Also write malformed lines here (JSON lines with origin, line number, error, raw text).
+    #[arg(long)]
+    pub dead_letter: Option<std::path::PathBuf>,
+    /// Fail on the first malformed line instead of counting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Lines per chunk; the watermark advances between chunks.
+    #[arg(long, default_value_t = 1024)]
+    pub chunk_lines: usize,
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+/// A text job's input, validated: where it runs, what it reads and its context.
+pub struct TextInput {
+    /// Where the job runs.
+    pub exec: ExecutionConfig,
+    /// The source's splits (a missing file has already failed).
+    pub splits: Vec<riffle_connectors::SplitSpec>,
+    /// The watermark strategy in event time; `None` in processing time.
+    pub strategy: Option<riffle_core::WatermarkStrategy>,
+    /// Counters, errors, dead letters.
+    pub ctx: std::sync::Arc<riffle_runtime::JobContext>,
+    /// Lines per chunk.
+    pub chunk_lines: usize,
+}
+
+impl TextInput {
+    /// The text source to build on each worker.
+    pub fn text_source(&self) -> riffle_runtime::TextSource {
+        let source = riffle_runtime::TextSource::new(self.splits.clone()).chunk_lines(self.chunk_lines);
+        match self.strategy {
+            Some(s) => source.event_time(s),
+            None => source,
+        }
+    }
+}
+
+impl SourceArgs {
+    /// Validates the options and opens what must exist before the job starts. `lateness` is the
+    /// job's own lateness flag (event time only), checked here with the others.
+    pub fn open(&self, lateness: &Option<String>) -> Result<TextInput> {
+        let exec = self.execution.config()?;
+        let uri = riffle_connectors::SourceUri::parse(&self.source)?;
+        // Fail fast, with the path, on a missing file (sockets are connected by the reader).
+        let splits = uri.splits()?;
+        let ooo = millis("out-of-orderness", &self.out_of_orderness)?.unwrap_or(0);
+        let idle = millis("idle-timeout", &self.idle_timeout)?;
+        if self.time == TimeArg::Processing
+            && (self.out_of_orderness.is_some() || lateness.is_some() || self.idle_timeout.is_some())
+        {
+            return Err(Error::Config(
+                "--out-of-orderness, --lateness and --idle-timeout need --time event".into(),
+            ));
+        }
+        let strategy = (self.time == TimeArg::Event).then(|| {
+            let s = riffle_core::WatermarkStrategy::bounded_out_of_orderness(ooo);
+            match idle {
+                Some(idle) => s.with_idleness(idle),
+                None => s,
+            }
+        });
+        let mut ctx = riffle_runtime::JobContext::new(self.strict, std::sync::Arc::new(riffle_runtime::SystemClock));
+        if let Some(path) = &self.dead_letter {
+            ctx = ctx.with_dead_letter(riffle_connectors::LineSink::file(path)?);
+        }
+        Ok(TextInput {
+            exec,
+            splits,
+            strategy,
+            ctx: std::sync::Arc::new(ctx),
+            chunk_lines: self.chunk_lines,
+        })
+    }
+}
+
+/// Fixed time windows of a job: tumbling, or sliding with `--slide`; none for the whole input.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FixedWindowArgs {
+    /// Window size (e.g. 5s). Without it, one result for the whole input.
+    #[arg(long)]
+    pub window: Option<String>,
+    /// Slide of sliding (hopping) windows (e.g. 2s).
+    #[arg(long, requires = "window")]
+    pub slide: Option<String>,
+}
+
+impl FixedWindowArgs {
+    /// The windows: tumbling, sliding or global.
+    pub fn windows(&self) -> Result<riffle_core::window::TimeWindows> {
+        use riffle_core::window::{GlobalWindows, SlidingWindows, TumblingWindows};
+        Ok(match (millis("window", &self.window)?, millis("slide", &self.slide)?) {
+            (Some(size), None) => TumblingWindows::of_millis(size)?.into(),
+            (Some(size), Some(slide)) => SlidingWindows::of_millis(size, slide)?.into(),
+            (None, _) => GlobalWindows.into(),
+        })
+    }
+}
+
+/// Where results go.
+pub fn result_sink(output: &Option<std::path::PathBuf>) -> Result<riffle_connectors::LineSink> {
+    match output {
+        Some(path) => riffle_connectors::LineSink::file(path),
+        None => Ok(riffle_connectors::LineSink::stdout()),
+    }
+}
+
+/// Appends `s` as a JSON string.
+pub fn json_str(s: &str, out: &mut Vec<u8>) {
+    // serde_json escapes exactly what JSON requires; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
