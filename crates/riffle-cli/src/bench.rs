@@ -23,6 +23,8 @@ use crate::wordcount::words;
 pub enum BenchCommand {
     /// Word count: whole input, 5 s tumbling and 10 s / 2 s hopping windows.
     Wordcount(WordcountBenchArgs),
+    /// Inserts/s of exact set, HyperLogLog, counting Bloom filter, Count-Min and top-k.
+    Sketches(crate::bench_sketch::SketchBenchArgs),
 }
 
 /// Arguments of `riffle bench wordcount`.
@@ -277,5 +279,6 @@ fn run_wordcount(args: WordcountBenchArgs) -> Result<()> {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Wordcount(args) => run_wordcount(args),
+        BenchCommand::Sketches(args) => crate::bench_sketch::run(args),
     }
 }

@@ -5,6 +5,7 @@
 //! 2 the command line is invalid.
 
 mod bench;
+mod bench_sketch;
 mod options;
 mod sketch_jobs;
 mod wordcount;
