@@ -32,3 +32,20 @@ pub use counting_bloom::CountingBloomFilter;
 pub use exact::ExactDistinct;
 pub use hll::{ApproxDistinct, HyperLogLog};
 pub use top_k::{TopK, TopKSketch};
+
+/// Sizing errors of the sketches are configuration errors of the job.
+macro_rules! config_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for riffle_core::Error {
+            fn from(e: $t) -> Self {
+                riffle_core::Error::Config(e.to_string())
+            }
+        }
+    )*};
+}
+config_error!(
+    hll::PrecisionError,
+    counting_bloom::BloomConfigError,
+    count_min::CountMinConfigError,
+    top_k::TopKConfigError
+);
