@@ -21,6 +21,7 @@ pub mod aggregate;
 pub mod count_window;
 pub mod duration;
 pub mod error;
+pub mod join;
 pub mod key_group;
 pub mod time;
 pub mod window;
