@@ -90,6 +90,37 @@ pub struct JobContext {
     strict: bool,
     clock: Arc<dyn Clock>,
     dead_letter: Option<riffle_connectors::LineSink>,
+    state: Mutex<std::collections::BTreeMap<String, Arc<StateGauge>>>,
+}
+
+/// The state size of one stateful operator, in rows, summed over this process's workers:
+/// now and at its highest.
+#[derive(Debug, Default)]
+pub struct StateGauge {
+    current: std::sync::atomic::AtomicI64,
+    peak: std::sync::atomic::AtomicI64,
+}
+
+impl StateGauge {
+    /// Records that one worker's state changed from `before` to `after` rows.
+    pub fn update(&self, before: usize, after: usize) {
+        if before == after {
+            return;
+        }
+        let delta = after as i64 - before as i64;
+        let now = self.current.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Rows held now.
+    pub fn current(&self) -> u64 {
+        self.current.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// The most rows held at once.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed).max(0) as u64
+    }
 }
 
 impl std::fmt::Debug for JobContext {
@@ -117,7 +148,21 @@ impl JobContext {
             strict,
             clock,
             dead_letter: None,
+            state: Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// The state gauge of the operator named `name` (shared by its instances on every worker
+    /// of this process).
+    pub fn state_gauge(&self, name: &str) -> Arc<StateGauge> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(state.entry(name.to_string()).or_default())
+    }
+
+    /// Every stateful operator's state size: (name, rows now, peak rows).
+    pub fn state_sizes(&self) -> Vec<(String, u64, u64)> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.iter().map(|(n, g)| (n.clone(), g.current(), g.peak())).collect()
     }
 
     /// Also writes every malformed record to `sink`, one JSON object per line:

@@ -31,14 +31,16 @@
 
 pub mod context;
 mod dedup_op;
+pub mod join_op;
 pub mod execute;
 pub mod source;
 pub mod stream;
 pub mod time;
 mod window_op;
 
-pub use context::{Clock, JobContext, ManualClock, MetricsSnapshot, SystemClock};
+pub use context::{Clock, JobContext, ManualClock, MetricsSnapshot, StateGauge, SystemClock};
 pub use execute::{execute, ExecutionConfig};
+pub use join_op::{JoinResult, Joined};
 pub use stream::{CountWindowedStream, DataStream, KeyedStream, StreamEnv, TextSource, WindowResult, WindowedStream};
 pub use time::Time;
 

@@ -431,12 +431,140 @@ impl<'s, K: Key, D: Data> KeyedStream<'s, K, D> {
         crate::dedup_op::dedup(self, within, expected_keys, fp_rate)
     }
 
+    /// Interval join with `other` (symmetric hash join): pairs with
+    /// `self.ts + lower ≤ other.ts ≤ self.ts + upper`, emitted as soon as the second record of a
+    /// pair arrives; unmatched rows of outer joins when they can no longer match.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use riffle_core::join::{IntervalBounds, JoinKind};
+    /// # use riffle_core::WatermarkStrategy;
+    /// # use riffle_runtime::{execute, ExecutionConfig, JobContext, SystemClock};
+    /// let pairs = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&pairs);
+    /// let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
+    /// execute(ExecutionConfig::threads(2), ctx, move |env| {
+    ///     let s = WatermarkStrategy::bounded_out_of_orderness(0);
+    ///     let orders = env.from_splits(vec![vec![(100, (1u32, 7u32)), (500, (2, 8))]], 1, s).key_by(|o: &(u32, u32)| o.0);
+    ///     let payments = env.from_splits(vec![vec![(130, (1u32, 70u32)), (900, (2, 80))]], 1, s).key_by(|p: &(u32, u32)| p.0);
+    ///     // A payment within 0..=200 ms after its order.
+    ///     let joined = orders.interval_join(payments, IntervalBounds::new(0, 200).unwrap(), JoinKind::Inner);
+    ///     joined.rows.map(|r| (r.key, r.left.map(|o| o.1), r.right.map(|p| p.1))).collect_into(Arc::clone(&sink));
+    /// })
+    /// .unwrap();
+    /// let got: Vec<_> = pairs.lock().unwrap().iter().map(|(ts, r)| (*ts, *r)).collect();
+    /// assert_eq!(got, vec![(130, (1, Some(7), Some(70)))]);
+    /// ```
+    pub fn interval_join<R: Data>(
+        self,
+        other: KeyedStream<'s, K, R>,
+        bounds: riffle_core::join::IntervalBounds,
+        kind: riffle_core::join::JoinKind,
+    ) -> crate::join_op::Joined<'s, K, D, R> {
+        let logic = crate::join_op::IntervalLogic(riffle_core::join::IntervalJoinState::new(bounds, kind));
+        joined(crate::join_op::keyed_binary(self, other, "IntervalJoin", logic))
+    }
+
+    /// Window join with `other`: per window and key, every pair of a record of each side
+    /// (tumbling, sliding and session windows), emitted when the window fires; outer joins
+    /// also emit a window's rows that have no partner.
+    pub fn window_join<R: Data>(
+        self,
+        other: KeyedStream<'s, K, R>,
+        windows: impl Into<TimeWindows>,
+        kind: riffle_core::join::JoinKind,
+    ) -> crate::join_op::Joined<'s, K, D, R> {
+        let logic = crate::join_op::WindowLogic(riffle_core::join::WindowJoinState::new(windows.into(), kind));
+        joined(crate::join_op::keyed_binary(self, other, "WindowJoin", logic))
+    }
+
+    /// Event-time temporal join with a table given as a changelog of `(key, change)`: each
+    /// record joins the row its key had at the record's event time (waiting for the table's
+    /// watermark to pass it). `left_outer` keeps records whose key had no row.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use riffle_core::join::Change;
+    /// # use riffle_core::WatermarkStrategy;
+    /// # use riffle_runtime::{execute, ExecutionConfig, JobContext, SystemClock};
+    /// let out = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&out);
+    /// let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
+    /// execute(ExecutionConfig::threads(2), ctx, move |env| {
+    ///     let s = WatermarkStrategy::bounded_out_of_orderness(0);
+    ///     // Exchange rates per currency (1 = EUR), in hundredths.
+    ///     let rates = vec![(0, (1u32, Change::Upsert(110u32))), (100, (1, Change::Upsert(120)))];
+    ///     let orders = vec![(50, (1u32, 7u32)), (150, (1, 8))];
+    ///     let rates = env.from_splits(vec![rates], 1, s);
+    ///     env.from_splits(vec![orders], 1, s)
+    ///         .key_by(|o: &(u32, u32)| o.0)
+    ///         .temporal_join(rates, false)
+    ///         .rows
+    ///         .map(|r| (r.left.map(|o| o.1), r.right))
+    ///         .collect_into(Arc::clone(&sink));
+    /// })
+    /// .unwrap();
+    /// let mut got: Vec<_> = out.lock().unwrap().iter().map(|(ts, r)| (*ts, *r)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(50, (Some(7), Some(110))), (150, (Some(8), Some(120)))]);
+    /// ```
+    pub fn temporal_join<V: Data>(
+        self,
+        changelog: DataStream<'s, (K, riffle_core::join::Change<V>)>,
+        left_outer: bool,
+    ) -> crate::join_op::Joined<'s, K, D, V, (K, riffle_core::join::Change<V>)> {
+        let logic = crate::join_op::TemporalLogic(riffle_core::join::TemporalJoinState::new(left_outer));
+        let table = changelog.key_by(|c: &(K, riffle_core::join::Change<V>)| c.0.clone());
+        let (rows, late_left, late_right, state) = crate::join_op::keyed_binary(self, table, "TemporalJoin", logic);
+        crate::join_op::Joined {
+            rows,
+            late_left,
+            late_right,
+            state,
+        }
+    }
+
+    /// Lookup join with a table given as a changelog of `(key, change)`: each record joins the
+    /// latest row of its key when it arrives (processing-time semantics, as Flink's lookup
+    /// join: the answer depends on how the two inputs interleave). `left_outer` keeps records
+    /// without a row.
+    pub fn lookup_join<V: Data>(
+        self,
+        changelog: DataStream<'s, (K, riffle_core::join::Change<V>)>,
+        left_outer: bool,
+    ) -> DataStream<'s, crate::join_op::JoinResult<K, D, V>> {
+        let logic = crate::join_op::LookupLogic {
+            table: hashbrown::HashMap::new(),
+            left_outer,
+            _stream: std::marker::PhantomData,
+        };
+        let table = changelog.key_by(|c: &(K, riffle_core::join::Change<V>)| c.0.clone());
+        crate::join_op::keyed_binary(self, table, "LookupJoin", logic).0
+    }
+
     /// Sliding count windows: every `slide` records of a key, the last `size` of them.
     pub fn count_window_sliding(self, size: u64, slide: u64) -> riffle_core::Result<CountWindowedStream<'s, K, D>> {
         Ok(CountWindowedStream {
             keyed: self,
             shape: CountWindows::sliding(size, slide)?,
         })
+    }
+}
+
+fn joined<'s, K, L, R>(
+    parts: (
+        DataStream<'s, crate::join_op::JoinResult<K, L, R>>,
+        DataStream<'s, L>,
+        DataStream<'s, R>,
+        Arc<crate::context::StateGauge>,
+    ),
+) -> crate::join_op::Joined<'s, K, L, R> {
+    let (rows, late_left, late_right, state) = parts;
+    crate::join_op::Joined {
+        rows,
+        late_left,
+        late_right,
+        state,
     }
 }
 

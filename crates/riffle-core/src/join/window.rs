@@ -13,9 +13,9 @@
 //! use riffle_core::join::{JoinKind, WindowJoinState};
 //! use riffle_core::window::TumblingWindows;
 //! let mut j = WindowJoinState::<&str, u32, u32>::new(TumblingWindows::of_millis(10).unwrap().into(), JoinKind::Inner);
-//! j.insert_left("k", 1, 7);
-//! j.insert_right("k", 9, 8);
-//! j.insert_right("k", 12, 9); // next window: no partner
+//! j.insert_left("k", 1, i64::MIN, 7);
+//! j.insert_right("k", 9, i64::MIN, 8);
+//! j.insert_right("k", 12, i64::MIN, 9); // next window: no partner
 //! let mut out = vec![];
 //! j.advance(i64::MAX, &mut |w, _k, _ts, l, r| out.push((w.start, l.copied(), r.copied())));
 //! assert_eq!(out, vec![(0, Some(7), Some(8))]);
@@ -30,7 +30,8 @@ use super::JoinKind;
 use crate::time::{EventTime, Watermark};
 use crate::window::{Slicing, TimeWindows, Window};
 
-type Rows<L, R> = (Vec<(EventTime, L)>, Vec<(EventTime, R)>);
+/// Each side's records: (event time, watermark it arrived with, record).
+type Rows<L, R> = (Vec<(EventTime, Watermark, L)>, Vec<(EventTime, Watermark, R)>);
 
 struct Session<L, R> {
     window: Window,
@@ -83,14 +84,16 @@ impl<K: Hash + Eq + Clone, L, R> WindowJoinState<K, L, R> {
         }
     }
 
-    /// Adds an on-time left record.
-    pub fn insert_left(&mut self, key: K, ts: EventTime, value: L) {
-        self.insert(key, ts, |rows| rows.0.push((ts, value)));
+    /// Adds an on-time left record that arrived with watermark `wm`. It joins in the windows
+    /// that end after `wm`: those that end at or before it fired (or must be taken to have
+    /// fired: the operator's own watermark may lag) without it.
+    pub fn insert_left(&mut self, key: K, ts: EventTime, wm: Watermark, value: L) {
+        self.insert(key, ts, |rows| rows.0.push((ts, wm, value)));
     }
 
-    /// Adds an on-time right record.
-    pub fn insert_right(&mut self, key: K, ts: EventTime, value: R) {
-        self.insert(key, ts, |rows| rows.1.push((ts, value)));
+    /// Adds an on-time right record that arrived with watermark `wm`.
+    pub fn insert_right(&mut self, key: K, ts: EventTime, wm: Watermark, value: R) {
+        self.insert(key, ts, |rows| rows.1.push((ts, wm, value)));
     }
 
     fn insert(&mut self, key: K, ts: EventTime, put: impl FnOnce(&mut Rows<L, R>)) {
@@ -189,8 +192,18 @@ impl<K: Hash + Eq + Clone, L, R> WindowJoinState<K, L, R> {
                 }
             }
             for key in keys {
-                let lefts: Vec<&(EventTime, L)> = panes.iter().filter_map(|p| p.get(key)).flat_map(|r| &r.0).collect();
-                let rights: Vec<&(EventTime, R)> = panes.iter().filter_map(|p| p.get(key)).flat_map(|r| &r.1).collect();
+                let lefts: Vec<&(EventTime, Watermark, L)> = panes
+                    .iter()
+                    .filter_map(|p| p.get(key))
+                    .flat_map(|r| &r.0)
+                    .filter(|r| r.1 < end)
+                    .collect();
+                let rights: Vec<&(EventTime, Watermark, R)> = panes
+                    .iter()
+                    .filter_map(|p| p.get(key))
+                    .flat_map(|r| &r.1)
+                    .filter(|r| r.1 < end)
+                    .collect();
                 join_refs(self.kind, window, key, &lefts, &rights, emit);
             }
         }
@@ -210,12 +223,12 @@ fn join_rows<K, L, R>(
     kind: JoinKind,
     window: Window,
     key: &K,
-    lefts: &[(EventTime, L)],
-    rights: &[(EventTime, R)],
+    lefts: &[(EventTime, Watermark, L)],
+    rights: &[(EventTime, Watermark, R)],
     emit: &mut WindowJoinEmit<'_, K, L, R>,
 ) {
-    let l: Vec<&(EventTime, L)> = lefts.iter().collect();
-    let r: Vec<&(EventTime, R)> = rights.iter().collect();
+    let l: Vec<&(EventTime, Watermark, L)> = lefts.iter().collect();
+    let r: Vec<&(EventTime, Watermark, R)> = rights.iter().collect();
     join_refs(kind, window, key, &l, &r, emit);
 }
 
@@ -223,27 +236,27 @@ fn join_refs<K, L, R>(
     kind: JoinKind,
     window: Window,
     key: &K,
-    lefts: &[&(EventTime, L)],
-    rights: &[&(EventTime, R)],
+    lefts: &[&(EventTime, Watermark, L)],
+    rights: &[&(EventTime, Watermark, R)],
     emit: &mut WindowJoinEmit<'_, K, L, R>,
 ) {
     let ts = window.max_timestamp();
     if rights.is_empty() {
         if kind.keeps_left() {
             for l in lefts {
-                emit(window, key, ts, Some(&l.1), None);
+                emit(window, key, ts, Some(&l.2), None);
             }
         }
     } else if lefts.is_empty() {
         if kind.keeps_right() {
             for r in rights {
-                emit(window, key, ts, None, Some(&r.1));
+                emit(window, key, ts, None, Some(&r.2));
             }
         }
     } else {
         for l in lefts {
             for r in rights {
-                emit(window, key, ts, Some(&l.1), Some(&r.1));
+                emit(window, key, ts, Some(&l.2), Some(&r.2));
             }
         }
     }
@@ -355,12 +368,12 @@ mod tests {
         while i < left.len() || k < right.len() {
             if k == right.len() || (i < left.len() && b & 1 == 0) {
                 let (t, key, v) = left[i];
-                j.insert_left(key, t, v);
+                j.insert_left(key, t, lw.min(rw), v);
                 lw = t - 1;
                 i += 1;
             } else {
                 let (t, key, v) = right[k];
-                j.insert_right(key, t, v);
+                j.insert_right(key, t, lw.min(rw), v);
                 rw = t - 1;
                 k += 1;
             }

@@ -1,0 +1,350 @@
+//! Join operators on timely: one two-input shell around the join state machines of
+//! `riffle_core::join`.
+//!
+//! Both inputs are exchanged by key group, so a key's records of both sides meet on one
+//! worker. Each record's lateness is decided from the watermark of the message that carries
+//! it (deterministic, like windows); late records leave through per-side late streams and are
+//! counted. The operator holds a capability at the meet of its two input frontiers, so it can
+//! emit what the watermark releases (window results, unmatched rows, temporal joins), and it
+//! reports its state size to a [`StateGauge`](crate::StateGauge) named after the operator.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use riffle_core::join::{Change, IntervalJoinState, TemporalJoinState, WindowJoinState};
+use riffle_core::key_group::KeyGroup;
+use riffle_core::window::Window;
+use riffle_core::EventTime;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::Operator;
+use timely::progress::Antichain;
+
+use crate::context::StateGauge;
+use crate::stream::{Data, DataStream, Key, KeyedStream};
+use crate::time::{frontier_watermark, Time};
+use crate::window_op::{hold_frontier, message_time};
+
+type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
+
+/// One joined row: the key, the left and right records (one missing for unmatched rows of
+/// outer joins), and the window for window joins. Its event time is the later record's (the
+/// window's last millisecond for window joins).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinResult<K, L, R> {
+    /// The key both records share.
+    pub key: K,
+    /// The left record.
+    pub left: Option<L>,
+    /// The right record.
+    pub right: Option<R>,
+    /// The window (window joins only).
+    pub window: Option<Window>,
+}
+
+/// The output of a join: the joined rows, the late records of each side, the state gauge.
+/// (For stream-table joins the late right records are changelog entries, `LateR`.)
+pub struct Joined<'s, K: 'static, L: 'static, R: 'static, LateR: 'static = R> {
+    /// Joined rows.
+    pub rows: DataStream<'s, JoinResult<K, L, R>>,
+    /// Left records that arrived too late to join.
+    pub late_left: DataStream<'s, L>,
+    /// Right records that arrived too late to join.
+    pub late_right: DataStream<'s, LateR>,
+    /// The operator's state size (rows held), summed over this process's workers.
+    pub state: Arc<StateGauge>,
+}
+
+/// What a keyed two-input operator does with its records and watermarks.
+pub(crate) trait TwoInputLogic<K, L, R, O>: 'static {
+    /// Whether a left record at `ts` arriving with watermark `wm` is on time.
+    fn left_on_time(&self, ts: EventTime, wm: i64) -> bool;
+    /// Whether a right record is on time.
+    fn right_on_time(&self, ts: EventTime, wm: i64) -> bool;
+    /// An on-time left record.
+    fn left(&mut self, key: K, ts: EventTime, wm: i64, value: L, out: &mut Vec<(EventTime, O)>);
+    /// An on-time right record.
+    fn right(&mut self, key: K, ts: EventTime, wm: i64, value: R, out: &mut Vec<(EventTime, O)>);
+    /// The input watermarks advanced.
+    fn advance(&mut self, left_wm: i64, right_wm: i64, out: &mut Vec<(EventTime, O)>);
+    /// Rows held.
+    fn len(&self) -> usize;
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+enum Out<O, L, R> {
+    Row(O),
+    LateLeft(L),
+    LateRight(R),
+}
+
+/// The shell: routing, lateness, capabilities and the state gauge around `logic`.
+pub(crate) fn keyed_binary<'s, K, L, R, O, S>(
+    left: KeyedStream<'s, K, L>,
+    right: KeyedStream<'s, K, R>,
+    name: &str,
+    logic: S,
+) -> (DataStream<'s, O>, DataStream<'s, L>, DataStream<'s, R>, Arc<StateGauge>)
+where
+    K: Key,
+    L: Data,
+    R: Data,
+    O: Data,
+    S: TwoInputLogic<K, L, R, O>,
+{
+    let ctx = Arc::clone(&left.stream.ctx);
+    let peers = left.stream.stream.scope().peers();
+    let (lk, rk) = (left.key.clone(), right.key.clone());
+    let route_l = Exchange::new(move |(_, d): &(EventTime, L)| KeyGroup::of(&lk(d)).worker(peers) as u64);
+    let route_r = Exchange::new(move |(_, d): &(EventTime, R)| KeyGroup::of(&rk(d)).worker(peers) as u64);
+    let (left_key, right_key) = (left.key, right.key);
+    let op_ctx = Arc::clone(&ctx);
+    let gauge_name = std::cell::RefCell::new(None);
+    let gauge_slot = &gauge_name;
+    let output = left.stream.stream.binary_frontier::<_, VecBuilder<(EventTime, Out<O, L, R>)>, _, _, _, _>(
+        right.stream.stream,
+        route_l,
+        route_r,
+        name,
+        |cap, info| {
+            let gauge = op_ctx.state_gauge(&format!("{name} {:?}", info.address));
+            *gauge_slot.borrow_mut() = Some(Arc::clone(&gauge));
+            let mut held = vec![cap];
+            let mut logic = logic;
+            let mut rows: Vec<(EventTime, O)> = Vec::new();
+            let mut buffer: Vec<(EventTime, Out<O, L, R>)> = Vec::new();
+            let mut size = 0usize;
+            move |(input1, frontier1), (input2, frontier2), output| {
+                let mut late = 0u64;
+                input1.for_each(|cap, data| {
+                    let wm = message_time(&cap).watermark;
+                    for (ts, d) in data.drain(..) {
+                        if logic.left_on_time(ts, wm) {
+                            logic.left(left_key(&d), ts, wm, d, &mut rows);
+                        } else {
+                            late += 1;
+                            buffer.push((ts, Out::LateLeft(d)));
+                        }
+                    }
+                });
+                input2.for_each(|cap, data| {
+                    let wm = message_time(&cap).watermark;
+                    for (ts, d) in data.drain(..) {
+                        if logic.right_on_time(ts, wm) {
+                            logic.right(right_key(&d), ts, wm, d, &mut rows);
+                        } else {
+                            late += 1;
+                            buffer.push((ts, Out::LateRight(d)));
+                        }
+                    }
+                });
+                if late > 0 {
+                    op_ctx.metrics().late.fetch_add(late, Ordering::Relaxed);
+                }
+                let (lw, rw) = (
+                    frontier_watermark(frontier1.frontier().iter()),
+                    frontier_watermark(frontier2.frontier().iter()),
+                );
+                logic.advance(lw, rw, &mut rows);
+                buffer.extend(rows.drain(..).map(|(ts, o)| (ts, Out::Row(o))));
+                if !buffer.is_empty() {
+                    if let Some(c) = held.first() {
+                        output.session(c).give_container(&mut buffer);
+                    }
+                    buffer.clear();
+                }
+                let n = logic.len();
+                gauge.update(size, n);
+                size = n;
+                let mut meet: Antichain<Time> = Antichain::new();
+                for t in frontier1.frontier().iter().chain(frontier2.frontier().iter()) {
+                    meet.insert(*t);
+                }
+                hold_frontier(&mut held, meet.borrow());
+            }
+        },
+    );
+    // The constructor above ran while the operator was built.
+    let gauge = gauge_name.into_inner().unwrap_or_default();
+    type Late<L, R> = Vec<(EventTime, Result<L, R>)>;
+    let (rows, late): (timely::dataflow::Stream<'s, Time, Vec<(EventTime, O)>>, timely::dataflow::Stream<'s, Time, Late<L, R>>) = output.ok_err(|(ts, o)| match o {
+        Out::Row(r) => Ok((ts, r)),
+        Out::LateLeft(l) => Err((ts, Ok(l))),
+        Out::LateRight(r) => Err((ts, Err(r))),
+    });
+    let (late_left, late_right) = late.ok_err(|(ts, side): (EventTime, Result<L, R>)| match side {
+        Ok(l) => Ok((ts, l)),
+        Err(r) => Err((ts, r)),
+    });
+    (
+        DataStream {
+            stream: rows,
+            ctx: Arc::clone(&ctx),
+        },
+        DataStream {
+            stream: late_left,
+            ctx: Arc::clone(&ctx),
+        },
+        DataStream { stream: late_right, ctx },
+        gauge,
+    )
+}
+
+/// Interval join logic.
+pub(crate) struct IntervalLogic<K, L, R>(pub(crate) IntervalJoinState<K, L, R>);
+
+type RowsOut<K, L, R> = Vec<(EventTime, JoinResult<K, L, R>)>;
+
+fn push_row<K: Clone, L: Clone, R: Clone>(
+    out: &mut RowsOut<K, L, R>,
+    window: Option<Window>,
+) -> impl FnMut(&K, EventTime, Option<&L>, Option<&R>) + '_ {
+    move |k, ts, l, r| {
+        out.push((
+            ts,
+            JoinResult {
+                key: k.clone(),
+                left: l.cloned(),
+                right: r.cloned(),
+                window,
+            },
+        ))
+    }
+}
+
+impl<K: Key, L: Data, R: Data> TwoInputLogic<K, L, R, JoinResult<K, L, R>> for IntervalLogic<K, L, R> {
+    fn left_on_time(&self, ts: EventTime, wm: i64) -> bool {
+        ts >= wm
+    }
+    fn right_on_time(&self, ts: EventTime, wm: i64) -> bool {
+        ts >= wm
+    }
+    fn left(&mut self, key: K, ts: EventTime, _wm: i64, value: L, out: &mut RowsOut<K, L, R>) {
+        self.0.insert_left(key, ts, value, &mut push_row(out, None));
+    }
+    fn right(&mut self, key: K, ts: EventTime, _wm: i64, value: R, out: &mut RowsOut<K, L, R>) {
+        self.0.insert_right(key, ts, value, &mut push_row(out, None));
+    }
+    fn advance(&mut self, left_wm: i64, right_wm: i64, out: &mut RowsOut<K, L, R>) {
+        self.0.advance(left_wm, right_wm, &mut push_row(out, None));
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Window join logic.
+pub(crate) struct WindowLogic<K, L, R>(pub(crate) WindowJoinState<K, L, R>);
+
+impl<K: Key, L: Data, R: Data> TwoInputLogic<K, L, R, JoinResult<K, L, R>> for WindowLogic<K, L, R> {
+    fn left_on_time(&self, ts: EventTime, wm: i64) -> bool {
+        self.0.is_on_time(ts, wm)
+    }
+    fn right_on_time(&self, ts: EventTime, wm: i64) -> bool {
+        self.0.is_on_time(ts, wm)
+    }
+    fn left(&mut self, key: K, ts: EventTime, wm: i64, value: L, _out: &mut RowsOut<K, L, R>) {
+        self.0.insert_left(key, ts, wm, value);
+    }
+    fn right(&mut self, key: K, ts: EventTime, wm: i64, value: R, _out: &mut RowsOut<K, L, R>) {
+        self.0.insert_right(key, ts, wm, value);
+    }
+    fn advance(&mut self, left_wm: i64, right_wm: i64, out: &mut RowsOut<K, L, R>) {
+        self.0.advance(left_wm.min(right_wm), &mut |w, k, ts, l, r| {
+            out.push((
+                ts,
+                JoinResult {
+                    key: k.clone(),
+                    left: l.cloned(),
+                    right: r.cloned(),
+                    window: Some(w),
+                },
+            ))
+        });
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Event-time temporal join logic: left is the stream, right the table's changelog.
+pub(crate) struct TemporalLogic<K, S, V>(pub(crate) TemporalJoinState<K, S, V>);
+
+impl<K: Key, S: Data, V: Data> TwoInputLogic<K, S, (K, Change<V>), JoinResult<K, S, V>> for TemporalLogic<K, S, V> {
+    fn left_on_time(&self, ts: EventTime, wm: i64) -> bool {
+        ts >= wm
+    }
+    fn right_on_time(&self, ts: EventTime, wm: i64) -> bool {
+        ts >= wm
+    }
+    fn left(&mut self, key: K, ts: EventTime, _wm: i64, value: S, _out: &mut RowsOut<K, S, V>) {
+        self.0.insert_stream(key, ts, value);
+    }
+    fn right(&mut self, key: K, ts: EventTime, _wm: i64, value: (K, Change<V>), _out: &mut RowsOut<K, S, V>) {
+        self.0.apply(key, ts, value.1);
+    }
+    fn advance(&mut self, left_wm: i64, right_wm: i64, out: &mut RowsOut<K, S, V>) {
+        self.0.advance(left_wm, right_wm, &mut |k, ts, s, v| {
+            out.push((
+                ts,
+                JoinResult {
+                    key: k.clone(),
+                    left: Some(s.clone()),
+                    right: v.cloned(),
+                    window: None,
+                },
+            ))
+        });
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Lookup join logic (processing-time semantics): a stream record joins the table's latest row
+/// when it arrives; nothing is late and nothing waits.
+pub(crate) struct LookupLogic<K, S, V> {
+    pub(crate) table: HashMap<K, V>,
+    pub(crate) left_outer: bool,
+    pub(crate) _stream: std::marker::PhantomData<fn(S)>,
+}
+
+impl<K: Key, S: Data, V: Data> TwoInputLogic<K, S, (K, Change<V>), JoinResult<K, S, V>> for LookupLogic<K, S, V> {
+    fn left_on_time(&self, _ts: EventTime, _wm: i64) -> bool {
+        true
+    }
+    fn right_on_time(&self, _ts: EventTime, _wm: i64) -> bool {
+        true
+    }
+    fn left(&mut self, key: K, ts: EventTime, _wm: i64, value: S, out: &mut RowsOut<K, S, V>) {
+        let row = self.table.get(&key).cloned();
+        if row.is_some() || self.left_outer {
+            out.push((
+                ts,
+                JoinResult {
+                    key,
+                    left: Some(value),
+                    right: row,
+                    window: None,
+                },
+            ));
+        }
+    }
+    fn right(&mut self, key: K, _ts: EventTime, _wm: i64, value: (K, Change<V>), _out: &mut RowsOut<K, S, V>) {
+        match value.1 {
+            Change::Upsert(v) => {
+                self.table.insert(key, v);
+            }
+            Change::Delete => {
+                self.table.remove(&key);
+            }
+        }
+    }
+    fn advance(&mut self, _left_wm: i64, _right_wm: i64, _out: &mut RowsOut<K, S, V>) {}
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
