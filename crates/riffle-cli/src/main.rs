@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_sketch;
+mod join;
 mod options;
 mod sketch_jobs;
 mod wordcount;
@@ -28,6 +29,8 @@ enum Command {
     Distinct(Box<sketch_jobs::DistinctArgs>),
     /// The k most frequent words per window.
     Topk(Box<sketch_jobs::TopkArgs>),
+    /// Join two streams of JSON lines by key: in windows or within an interval.
+    Join(Box<join::JoinArgs>),
     /// Benchmarks that compare the engine with a hand-written loop on the same data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -83,6 +86,7 @@ fn main() {
         Command::Wordcount(args) => wordcount::run(*args),
         Command::Distinct(args) => sketch_jobs::run_distinct(*args),
         Command::Topk(args) => sketch_jobs::run_topk(*args),
+        Command::Join(args) => join::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {

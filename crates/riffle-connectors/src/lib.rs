@@ -16,6 +16,7 @@
 //! ```
 
 pub mod generator;
+pub mod json;
 pub mod line_reader;
 pub mod sink;
 pub mod uri;

@@ -104,73 +104,79 @@ where
     let op_ctx = Arc::clone(&ctx);
     let gauge_name = std::cell::RefCell::new(None);
     let gauge_slot = &gauge_name;
-    let output = left.stream.stream.binary_frontier::<_, VecBuilder<(EventTime, Out<O, L, R>)>, _, _, _, _>(
-        right.stream.stream,
-        route_l,
-        route_r,
-        name,
-        |cap, info| {
-            let gauge = op_ctx.state_gauge(&format!("{name} {:?}", info.address));
-            *gauge_slot.borrow_mut() = Some(Arc::clone(&gauge));
-            let mut held = vec![cap];
-            let mut logic = logic;
-            let mut rows: Vec<(EventTime, O)> = Vec::new();
-            let mut buffer: Vec<(EventTime, Out<O, L, R>)> = Vec::new();
-            let mut size = 0usize;
-            move |(input1, frontier1), (input2, frontier2), output| {
-                let mut late = 0u64;
-                input1.for_each(|cap, data| {
-                    let wm = message_time(&cap).watermark;
-                    for (ts, d) in data.drain(..) {
-                        if logic.left_on_time(ts, wm) {
-                            logic.left(left_key(&d), ts, wm, d, &mut rows);
-                        } else {
-                            late += 1;
-                            buffer.push((ts, Out::LateLeft(d)));
+    let output = left
+        .stream
+        .stream
+        .binary_frontier::<_, VecBuilder<(EventTime, Out<O, L, R>)>, _, _, _, _>(
+            right.stream.stream,
+            route_l,
+            route_r,
+            name,
+            |cap, info| {
+                let gauge = op_ctx.state_gauge(&format!("{name} {:?}", info.address));
+                *gauge_slot.borrow_mut() = Some(Arc::clone(&gauge));
+                let mut held = vec![cap];
+                let mut logic = logic;
+                let mut rows: Vec<(EventTime, O)> = Vec::new();
+                let mut buffer: Vec<(EventTime, Out<O, L, R>)> = Vec::new();
+                let mut size = 0usize;
+                move |(input1, frontier1), (input2, frontier2), output| {
+                    let mut late = 0u64;
+                    input1.for_each(|cap, data| {
+                        let wm = message_time(&cap).watermark;
+                        for (ts, d) in data.drain(..) {
+                            if logic.left_on_time(ts, wm) {
+                                logic.left(left_key(&d), ts, wm, d, &mut rows);
+                            } else {
+                                late += 1;
+                                buffer.push((ts, Out::LateLeft(d)));
+                            }
                         }
-                    }
-                });
-                input2.for_each(|cap, data| {
-                    let wm = message_time(&cap).watermark;
-                    for (ts, d) in data.drain(..) {
-                        if logic.right_on_time(ts, wm) {
-                            logic.right(right_key(&d), ts, wm, d, &mut rows);
-                        } else {
-                            late += 1;
-                            buffer.push((ts, Out::LateRight(d)));
+                    });
+                    input2.for_each(|cap, data| {
+                        let wm = message_time(&cap).watermark;
+                        for (ts, d) in data.drain(..) {
+                            if logic.right_on_time(ts, wm) {
+                                logic.right(right_key(&d), ts, wm, d, &mut rows);
+                            } else {
+                                late += 1;
+                                buffer.push((ts, Out::LateRight(d)));
+                            }
                         }
+                    });
+                    if late > 0 {
+                        op_ctx.metrics().late.fetch_add(late, Ordering::Relaxed);
                     }
-                });
-                if late > 0 {
-                    op_ctx.metrics().late.fetch_add(late, Ordering::Relaxed);
-                }
-                let (lw, rw) = (
-                    frontier_watermark(frontier1.frontier().iter()),
-                    frontier_watermark(frontier2.frontier().iter()),
-                );
-                logic.advance(lw, rw, &mut rows);
-                buffer.extend(rows.drain(..).map(|(ts, o)| (ts, Out::Row(o))));
-                if !buffer.is_empty() {
-                    if let Some(c) = held.first() {
-                        output.session(c).give_container(&mut buffer);
+                    let (lw, rw) = (
+                        frontier_watermark(frontier1.frontier().iter()),
+                        frontier_watermark(frontier2.frontier().iter()),
+                    );
+                    logic.advance(lw, rw, &mut rows);
+                    buffer.extend(rows.drain(..).map(|(ts, o)| (ts, Out::Row(o))));
+                    if !buffer.is_empty() {
+                        if let Some(c) = held.first() {
+                            output.session(c).give_container(&mut buffer);
+                        }
+                        buffer.clear();
                     }
-                    buffer.clear();
+                    let n = logic.len();
+                    gauge.update(size, n);
+                    size = n;
+                    let mut meet: Antichain<Time> = Antichain::new();
+                    for t in frontier1.frontier().iter().chain(frontier2.frontier().iter()) {
+                        meet.insert(*t);
+                    }
+                    hold_frontier(&mut held, meet.borrow());
                 }
-                let n = logic.len();
-                gauge.update(size, n);
-                size = n;
-                let mut meet: Antichain<Time> = Antichain::new();
-                for t in frontier1.frontier().iter().chain(frontier2.frontier().iter()) {
-                    meet.insert(*t);
-                }
-                hold_frontier(&mut held, meet.borrow());
-            }
-        },
-    );
+            },
+        );
     // The constructor above ran while the operator was built.
     let gauge = gauge_name.into_inner().unwrap_or_default();
     type Late<L, R> = Vec<(EventTime, Result<L, R>)>;
-    let (rows, late): (timely::dataflow::Stream<'s, Time, Vec<(EventTime, O)>>, timely::dataflow::Stream<'s, Time, Late<L, R>>) = output.ok_err(|(ts, o)| match o {
+    let (rows, late): (
+        timely::dataflow::Stream<'s, Time, Vec<(EventTime, O)>>,
+        timely::dataflow::Stream<'s, Time, Late<L, R>>,
+    ) = output.ok_err(|(ts, o)| match o {
         Out::Row(r) => Ok((ts, r)),
         Out::LateLeft(l) => Err((ts, Ok(l))),
         Out::LateRight(r) => Err((ts, Err(r))),
@@ -188,7 +194,10 @@ where
             stream: late_left,
             ctx: Arc::clone(&ctx),
         },
-        DataStream { stream: late_right, ctx },
+        DataStream {
+            stream: late_right,
+            ctx,
+        },
         gauge,
     )
 }

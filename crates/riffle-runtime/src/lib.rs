@@ -31,8 +31,8 @@
 
 pub mod context;
 mod dedup_op;
-pub mod join_op;
 pub mod execute;
+pub mod join_op;
 pub mod source;
 pub mod stream;
 pub mod time;

@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use riffle_connectors::line_reader::LineChunk;
 use riffle_connectors::{LineReader, Poll, SplitSpec};
 use riffle_core::time::WATERMARK_MIN;
 use riffle_core::{EventTime, Result, WatermarkGenerator, WatermarkStrategy};
@@ -126,6 +127,24 @@ impl TextSplit {
     }
 }
 
+/// Decodes a chunk's lines: skips blank ones, reports invalid UTF-8 with its position, and
+/// hands the others to `f` with their line number.
+fn decode_lines(chunk: LineChunk, origin: &str, ctx: &JobContext, mut f: impl FnMut(u64, String)) {
+    for (i, bytes) in chunk.lines.into_iter().enumerate() {
+        let line_no = chunk.first_line + i as u64;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match String::from_utf8(bytes) {
+            Ok(line) => f(line_no, line),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                ctx.malformed(origin, line_no, &format!("invalid UTF-8 at byte {at}"), e.as_bytes());
+            }
+        }
+    }
+}
+
 impl SplitReader<String> for TextSplit {
     fn poll(&mut self, max: usize) -> Result<SplitPoll<String>> {
         let chunk = match self.reader.poll(max)? {
@@ -134,37 +153,73 @@ impl SplitReader<String> for TextSplit {
             Poll::Finished => return Ok(SplitPoll::Finished),
         };
         let mut out = Vec::with_capacity(chunk.lines.len());
-        for (i, bytes) in chunk.lines.into_iter().enumerate() {
-            let line_no = chunk.first_line + i as u64;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let mut line = match String::from_utf8(bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    let at = e.utf8_error().valid_up_to();
-                    let message = format!("invalid UTF-8 at byte {at}");
-                    self.ctx
-                        .malformed(self.reader.origin(), line_no, &message, e.as_bytes());
-                    continue;
+        let (origin, ctx, parser) = (self.reader.origin(), &self.ctx, &self.parser);
+        decode_lines(chunk, origin, ctx, |line_no, mut line| match parser {
+            None => out.push((0, line)),
+            Some(parse) => match parse(&line) {
+                Ok((ts, text)) => {
+                    let skip = line.len() - text.len();
+                    line.drain(..skip);
+                    out.push((ts, line));
                 }
-            };
-            match &self.parser {
-                None => out.push((0, line)),
-                Some(parse) => match parse(&line) {
-                    Ok((ts, text)) => {
-                        let skip = line.len() - text.len();
-                        line.drain(..skip);
-                        out.push((ts, line));
-                    }
-                    Err(message) => self
-                        .ctx
-                        .malformed(self.reader.origin(), line_no, &message, line.as_bytes()),
-                },
-            }
-        }
+                Err(message) => ctx.malformed(origin, line_no, &message, line.as_bytes()),
+            },
+        });
         Ok(SplitPoll::Records(out))
     }
+}
+
+/// How a text line becomes a record with its event time (e.g. a JSON object with a time
+/// field). An error message makes the line malformed: counted and reported with its position.
+pub type RecordParser<R> = Rc<dyn Fn(&str) -> std::result::Result<(EventTime, R), String>>;
+
+/// A split of records parsed from lines.
+pub struct RecordSplit<R> {
+    reader: Box<dyn LineReader>,
+    parser: RecordParser<R>,
+    ctx: Arc<JobContext>,
+}
+
+impl<R> SplitReader<R> for RecordSplit<R> {
+    fn poll(&mut self, max: usize) -> Result<SplitPoll<R>> {
+        let chunk = match self.reader.poll(max)? {
+            Poll::Chunk(c) => c,
+            Poll::Pending => return Ok(SplitPoll::Pending),
+            Poll::Finished => return Ok(SplitPoll::Finished),
+        };
+        let mut out = Vec::with_capacity(chunk.lines.len());
+        let (origin, ctx, parse) = (self.reader.origin(), &self.ctx, &self.parser);
+        decode_lines(chunk, origin, ctx, |line_no, line| match parse(&line) {
+            Ok(record) => out.push(record),
+            Err(message) => ctx.malformed(origin, line_no, &message, line.as_bytes()),
+        });
+        Ok(SplitPoll::Records(out))
+    }
+}
+
+/// Opens this worker's splits of `splits` as record splits.
+pub(crate) fn open_record_splits<R: 'static>(
+    splits: &[SplitSpec],
+    worker: usize,
+    workers: usize,
+    parser: &RecordParser<R>,
+    ctx: &Arc<JobContext>,
+) -> Vec<Box<dyn SplitReader<R>>> {
+    let mut readers: Vec<Box<dyn SplitReader<R>>> = Vec::new();
+    for (i, spec) in splits.iter().enumerate() {
+        if i % workers != worker {
+            continue;
+        }
+        match spec.open() {
+            Ok(reader) => readers.push(Box::new(RecordSplit {
+                reader,
+                parser: Rc::clone(parser),
+                ctx: Arc::clone(ctx),
+            })),
+            Err(e) => ctx.fail(e),
+        }
+    }
+    readers
 }
 
 struct SplitState<D> {

@@ -85,6 +85,25 @@ impl<'s> StreamEnv<'s> {
         }
     }
 
+    /// Records parsed from the lines of a text source by `parser` (which also gives each its
+    /// event time; the source's time mode decides whether that time or the clock is used).
+    /// Lines the parser rejects are counted and reported with their position.
+    pub fn text_records<R: Data>(
+        &mut self,
+        source: TextSource,
+        parser: crate::source::RecordParser<R>,
+    ) -> DataStream<'s, R> {
+        let readers =
+            crate::source::open_record_splits(&source.splits, self.worker_index(), self.workers(), &parser, &self.ctx);
+        let n_splits = source.splits.len();
+        let stream = self.splits("RecordSource", source.mode, readers, source.chunk_lines);
+        if n_splits < self.workers() {
+            stream.rebalance()
+        } else {
+            stream
+        }
+    }
+
     /// Records from splits this worker reads (split readers built by the caller for this
     /// worker only), stamped per chunk of `chunk` records.
     pub fn splits<D: Data>(

@@ -88,7 +88,7 @@ fn run(job: &Job, left: &Splits, right: &Splits, chunk: usize, ooo: i64, workers
         let s = WatermarkStrategy::bounded_out_of_orderness(ooo);
         let l = env.from_splits(left.clone(), chunk, s).key_by(|r: &Rec| r.0);
         let r = env.from_splits(right.clone(), chunk, s);
-            match &job {
+        match &job {
             Job::Interval(b, k) => {
                 let j = l.interval_join(r.key_by(|r: &Rec| r.0), *b, *k);
                 j.rows.collect_into(Arc::clone(&o));
@@ -121,7 +121,14 @@ fn run(job: &Job, left: &Splits, right: &Splits, chunk: usize, ooo: i64, workers
         .lock()
         .expect("rows")
         .iter()
-        .map(|(_, r)| (r.key, r.left.map(|x| x.1), r.right.map(|x| x.1), r.window.map(|w| (w.start, w.end))))
+        .map(|(_, r)| {
+            (
+                r.key,
+                r.left.map(|x| x.1),
+                r.right.map(|x| x.1),
+                r.window.map(|w| (w.start, w.end)),
+            )
+        })
         .collect();
     got.sort_unstable();
     let mut late_l = late_l.lock().expect("late").clone();
@@ -160,7 +167,14 @@ fn outer_rows(kind: JoinKind, lefts: &[Rec], rights: &[Rec], window: Option<(i64
     }
 }
 
-fn oracle_interval(left: &Splits, right: &Splits, chunk: usize, ooo: i64, b: IntervalBounds, kind: JoinKind) -> (Vec<Row>, Late, Late) {
+fn oracle_interval(
+    left: &Splits,
+    right: &Splits,
+    chunk: usize,
+    ooo: i64,
+    b: IntervalBounds,
+    kind: JoinKind,
+) -> (Vec<Row>, Late, Late) {
     let (l, late_l) = split_late(with_watermarks(left, chunk, ooo), |ts, wm| ts >= wm);
     let (r, late_r) = split_late(with_watermarks(right, chunk, ooo), |ts, wm| ts >= wm);
     let mut out = Vec::new();
@@ -191,13 +205,24 @@ fn windows_of(ts: i64, size: i64, slide: i64) -> Vec<Window> {
     let mut start = ts.div_euclid(slide) * slide;
     let mut out = vec![];
     while start + size > ts {
-        out.push(Window { start, end: start + size });
+        out.push(Window {
+            start,
+            end: start + size,
+        });
         start -= slide;
     }
     out
 }
 
-fn oracle_sliced(left: &Splits, right: &Splits, chunk: usize, ooo: i64, size: i64, slide: i64, kind: JoinKind) -> (Vec<Row>, Late, Late) {
+fn oracle_sliced(
+    left: &Splits,
+    right: &Splits,
+    chunk: usize,
+    ooo: i64,
+    size: i64,
+    slide: i64,
+    kind: JoinKind,
+) -> (Vec<Row>, Late, Late) {
     // On time: some window of the record ends after its watermark; it joins those windows.
     let on_time = |ts: EventTime, wm: i64| windows_of(ts, size, slide).iter().any(|w| w.end > wm);
     let (l, late_l) = split_late(with_watermarks(left, chunk, ooo), on_time);
@@ -221,7 +246,14 @@ fn oracle_sliced(left: &Splits, right: &Splits, chunk: usize, ooo: i64, size: i6
     (out, late_l, late_r)
 }
 
-fn oracle_sessions(left: &Splits, right: &Splits, chunk: usize, ooo: i64, gap: i64, kind: JoinKind) -> (Vec<Row>, Late, Late) {
+fn oracle_sessions(
+    left: &Splits,
+    right: &Splits,
+    chunk: usize,
+    ooo: i64,
+    gap: i64,
+    kind: JoinKind,
+) -> (Vec<Row>, Late, Late) {
     let (l, late_l) = split_late(with_watermarks(left, chunk, ooo), |ts, wm| ts > wm);
     let (r, late_r) = split_late(with_watermarks(right, chunk, ooo), |ts, wm| ts > wm);
     let mut by_key: BTreeMap<u32, Vec<(i64, bool, Rec)>> = BTreeMap::new();

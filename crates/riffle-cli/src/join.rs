@@ -1,0 +1,217 @@
+//! `riffle join`: two streams of JSON lines joined by key, in windows or within an interval.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use riffle_connectors::json::{JsonKey, JsonRecord, JsonRecordFormat};
+use riffle_connectors::{LineSink, SourceUri};
+use riffle_core::duration::parse_millis;
+use riffle_core::join::{IntervalBounds, JoinKind};
+use riffle_core::window::{SessionWindows, TimeWindows};
+use riffle_core::{Error, Result, WatermarkStrategy};
+use riffle_runtime::source::RecordParser;
+use riffle_runtime::{execute, JobContext, JoinResult, Joined, SystemClock, TextSource};
+
+use crate::options::{millis, result_sink, ExecutionArgs, FixedWindowArgs, FormatArg};
+
+/// Join kinds on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KindArg {
+    /// Matched pairs only.
+    Inner,
+    /// Also left records without a match.
+    Left,
+    /// Also right records without a match.
+    Right,
+    /// Also unmatched records of both sides.
+    Full,
+}
+
+impl From<KindArg> for JoinKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Inner => JoinKind::Inner,
+            KindArg::Left => JoinKind::Left,
+            KindArg::Right => JoinKind::Right,
+            KindArg::Full => JoinKind::Full,
+        }
+    }
+}
+
+/// Arguments of `riffle join`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JoinArgs {
+    /// Left input (JSON lines): file://PATH, socket://HOST:PORT, - (stdin).
+    #[arg(long)]
+    pub left: String,
+    /// Right input (JSON lines).
+    #[arg(long)]
+    pub right: String,
+    /// Top-level field holding the join key (string, number or boolean).
+    #[arg(long)]
+    pub key_field: String,
+    /// Top-level field holding the event time (unix millis, or an RFC 3339 string).
+    #[arg(long)]
+    pub time_field: String,
+    /// How far records may be out of order and still be on time.
+    #[arg(long, default_value = "0ms")]
+    pub out_of_orderness: String,
+    /// A split without records for this long stops holding the watermark back.
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
+    #[command(flatten)]
+    pub windows: FixedWindowArgs,
+    /// Session windows with this gap (over both sides' records of a key).
+    #[arg(long, conflicts_with_all = ["window", "between"])]
+    pub session_gap: Option<String>,
+    /// Interval join: LOWER,UPPER such that left.ts + LOWER <= right.ts <= left.ts + UPPER
+    /// (durations, LOWER may be negative, e.g. -5s,10s).
+    #[arg(long, conflicts_with = "window", allow_hyphen_values = true)]
+    pub between: Option<String>,
+    /// Which unmatched records are also emitted.
+    #[arg(long, value_enum, default_value_t = KindArg::Inner)]
+    pub kind: KindArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Json)]
+    pub format: FormatArg,
+    /// Write results to this file instead of stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Write records too late to join here (JSON lines with their side).
+    #[arg(long)]
+    pub late_output: Option<PathBuf>,
+    /// Also write malformed lines here.
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+    /// Fail on the first malformed line.
+    #[arg(long)]
+    pub strict: bool,
+    /// Lines per chunk; the watermark advances between chunks.
+    #[arg(long, default_value_t = 1024)]
+    pub chunk_lines: usize,
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Window(TimeWindows),
+    Interval(IntervalBounds),
+}
+
+/// A signed duration: `-5s` is minus five seconds.
+fn signed_millis(text: &str) -> Result<i64> {
+    match text.trim().strip_prefix('-') {
+        Some(rest) => Ok(-parse_millis(rest)?),
+        None => parse_millis(text),
+    }
+}
+
+fn shape(args: &JoinArgs) -> Result<Shape> {
+    if let Some(between) = &args.between {
+        let (lo, hi) = between
+            .split_once(',')
+            .ok_or_else(|| Error::Config(format!("--between: expected LOWER,UPPER, got '{between}'")))?;
+        let bounds = IntervalBounds::new(
+            signed_millis(lo).map_err(|e| Error::Config(format!("--between: {e}")))?,
+            signed_millis(hi).map_err(|e| Error::Config(format!("--between: {e}")))?,
+        )?;
+        return Ok(Shape::Interval(bounds));
+    }
+    if let Some(gap) = millis("session-gap", &args.session_gap)? {
+        return Ok(Shape::Window(SessionWindows::with_gap_millis(gap)?.into()));
+    }
+    if args.windows.window.is_none() {
+        return Err(Error::Config(
+            "riffle join needs --window W [--slide S], --session-gap G or --between LOWER,UPPER".into(),
+        ));
+    }
+    Ok(Shape::Window(args.windows.windows()?))
+}
+
+fn format_row(format: FormatArg, r: &JoinResult<JsonKey, JsonRecord, JsonRecord>, out: &mut Vec<u8>) {
+    let side = |rec: &Option<JsonRecord>| rec.as_ref().map_or("null", |x| x.json.as_str()).to_string();
+    match format {
+        FormatArg::Json => {
+            out.push(b'{');
+            if let Some(w) = r.window {
+                let _ = write!(out, "\"window_start\":{},\"window_end\":{},", w.start, w.end);
+            }
+            out.extend_from_slice(b"\"key\":");
+            r.key.write_json(out);
+            let _ = writeln!(out, ",\"left\":{},\"right\":{}}}", side(&r.left), side(&r.right));
+        }
+        FormatArg::Text => {
+            if let Some(w) = r.window {
+                let _ = write!(out, "[{}, {}) ", w.start, w.end);
+            }
+            r.key.write_json(out);
+            let _ = writeln!(out, " | {} | {}", side(&r.left), side(&r.right));
+        }
+    }
+}
+
+/// Runs `riffle join`.
+pub fn run(args: JoinArgs) -> Result<()> {
+    let exec = args.execution.config()?;
+    let shape = shape(&args)?;
+    let kind: JoinKind = args.kind.into();
+    let left = SourceUri::parse(&args.left)?.splits()?;
+    let right = SourceUri::parse(&args.right)?.splits()?;
+    let ooo = parse_millis(&args.out_of_orderness).map_err(|e| Error::Config(format!("--out-of-orderness: {e}")))?;
+    let mut strategy = WatermarkStrategy::bounded_out_of_orderness(ooo);
+    if let Some(idle) = millis("idle-timeout", &args.idle_timeout)? {
+        strategy = strategy.with_idleness(idle);
+    }
+    let sink = result_sink(&args.output)?;
+    let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
+    let mut ctx = JobContext::new(args.strict, Arc::new(SystemClock));
+    if let Some(path) = &args.dead_letter {
+        ctx = ctx.with_dead_letter(LineSink::file(path)?);
+    }
+    let ctx = Arc::new(ctx);
+    let (format, chunk) = (args.format, args.chunk_lines);
+    let json = JsonRecordFormat::new(&args.key_field, &args.time_field);
+    let (out_sink, late_out) = (sink.clone(), late_sink.clone());
+    let metrics = execute(exec, Arc::clone(&ctx), move |env| {
+        let json = json.clone();
+        let parser: RecordParser<JsonRecord> = Rc::new(move |line: &str| json.parse(line));
+        let source = |splits: &Vec<riffle_connectors::SplitSpec>| {
+            TextSource::new(splits.clone()).event_time(strategy).chunk_lines(chunk)
+        };
+        let l = env
+            .text_records(source(&left), Rc::clone(&parser))
+            .key_by(|r: &JsonRecord| r.key.clone());
+        let r = env
+            .text_records(source(&right), parser)
+            .key_by(|r: &JsonRecord| r.key.clone());
+        let joined: Joined<'_, JsonKey, JsonRecord, JsonRecord> = match shape {
+            Shape::Window(w) => l.window_join(r, w, kind),
+            Shape::Interval(b) => l.interval_join(r, b, kind),
+        };
+        joined
+            .rows
+            .write_lines(out_sink.clone(), move |_, r, out| format_row(format, r, out));
+        if let Some(late) = &late_out {
+            let late_line = |side: &'static str| {
+                move |ts: i64, r: &JsonRecord, out: &mut Vec<u8>| {
+                    let _ = writeln!(out, "{{\"side\":\"{side}\",\"timestamp\":{ts},\"record\":{}}}", r.json);
+                }
+            };
+            joined.late_left.write_lines(late.clone(), late_line("left"));
+            joined.late_right.write_lines(late.clone(), late_line("right"));
+        }
+    })?;
+    sink.flush()?;
+    ctx.flush()?;
+    if let Some(late) = late_sink {
+        late.flush()?;
+    }
+    eprintln!(
+        "riffle: join done: {} records read, {} results, {} malformed, {} late",
+        metrics.records_in, metrics.records_out, metrics.malformed, metrics.late
+    );
+    Ok(())
+}
