@@ -119,7 +119,8 @@ fn windowed(left: &[(i64, u64, u64)], right: &[(i64, u64, u64)], kind: &str, siz
         }
         v
     };
-    let mut groups: BTreeMap<((i64, i64), u64), (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+    type Groups = BTreeMap<((i64, i64), u64), (Vec<u64>, Vec<u64>)>;
+    let mut groups: Groups = BTreeMap::new();
     for l in left {
         for w in windows_of(l.0) {
             groups.entry((w, l.1)).or_default().0.push(l.2);

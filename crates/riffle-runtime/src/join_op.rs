@@ -81,13 +81,21 @@ enum Out<O, L, R> {
     LateRight(R),
 }
 
+/// What [`keyed_binary`] builds: its rows, each side's late records and its state gauge.
+pub(crate) struct BinaryOutput<'s, O: 'static, L: 'static, R: 'static> {
+    pub(crate) rows: DataStream<'s, O>,
+    pub(crate) late_left: DataStream<'s, L>,
+    pub(crate) late_right: DataStream<'s, R>,
+    pub(crate) state: Arc<StateGauge>,
+}
+
 /// The shell: routing, lateness, capabilities and the state gauge around `logic`.
 pub(crate) fn keyed_binary<'s, K, L, R, O, S>(
     left: KeyedStream<'s, K, L>,
     right: KeyedStream<'s, K, R>,
     name: &str,
     logic: S,
-) -> (DataStream<'s, O>, DataStream<'s, L>, DataStream<'s, R>, Arc<StateGauge>)
+) -> BinaryOutput<'s, O, L, R>
 where
     K: Key,
     L: Data,
@@ -172,11 +180,11 @@ where
         );
     // The constructor above ran while the operator was built.
     let gauge = gauge_name.into_inner().unwrap_or_default();
-    type Late<L, R> = Vec<(EventTime, Result<L, R>)>;
-    let (rows, late): (
-        timely::dataflow::Stream<'s, Time, Vec<(EventTime, O)>>,
-        timely::dataflow::Stream<'s, Time, Late<L, R>>,
-    ) = output.ok_err(|(ts, o)| match o {
+    type Split<'s, A, B> = (
+        timely::dataflow::Stream<'s, Time, Vec<(EventTime, A)>>,
+        timely::dataflow::Stream<'s, Time, Vec<(EventTime, B)>>,
+    );
+    let (rows, late): Split<'s, O, Result<L, R>> = output.ok_err(|(ts, o)| match o {
         Out::Row(r) => Ok((ts, r)),
         Out::LateLeft(l) => Err((ts, Ok(l))),
         Out::LateRight(r) => Err((ts, Err(r))),
@@ -185,21 +193,21 @@ where
         Ok(l) => Ok((ts, l)),
         Err(r) => Err((ts, r)),
     });
-    (
-        DataStream {
+    BinaryOutput {
+        rows: DataStream {
             stream: rows,
             ctx: Arc::clone(&ctx),
         },
-        DataStream {
+        late_left: DataStream {
             stream: late_left,
             ctx: Arc::clone(&ctx),
         },
-        DataStream {
+        late_right: DataStream {
             stream: late_right,
             ctx,
         },
-        gauge,
-    )
+        state: gauge,
+    }
 }
 
 /// Interval join logic.

@@ -534,13 +534,7 @@ impl<'s, K: Key, D: Data> KeyedStream<'s, K, D> {
     ) -> crate::join_op::Joined<'s, K, D, V, (K, riffle_core::join::Change<V>)> {
         let logic = crate::join_op::TemporalLogic(riffle_core::join::TemporalJoinState::new(left_outer));
         let table = changelog.key_by(|c: &(K, riffle_core::join::Change<V>)| c.0.clone());
-        let (rows, late_left, late_right, state) = crate::join_op::keyed_binary(self, table, "TemporalJoin", logic);
-        crate::join_op::Joined {
-            rows,
-            late_left,
-            late_right,
-            state,
-        }
+        joined(crate::join_op::keyed_binary(self, table, "TemporalJoin", logic))
     }
 
     /// Lookup join with a table given as a changelog of `(key, change)`: each record joins the
@@ -558,7 +552,7 @@ impl<'s, K: Key, D: Data> KeyedStream<'s, K, D> {
             _stream: std::marker::PhantomData,
         };
         let table = changelog.key_by(|c: &(K, riffle_core::join::Change<V>)| c.0.clone());
-        crate::join_op::keyed_binary(self, table, "LookupJoin", logic).0
+        crate::join_op::keyed_binary(self, table, "LookupJoin", logic).rows
     }
 
     /// Sliding count windows: every `slide` records of a key, the last `size` of them.
@@ -570,20 +564,14 @@ impl<'s, K: Key, D: Data> KeyedStream<'s, K, D> {
     }
 }
 
-fn joined<'s, K, L, R>(
-    parts: (
-        DataStream<'s, crate::join_op::JoinResult<K, L, R>>,
-        DataStream<'s, L>,
-        DataStream<'s, R>,
-        Arc<crate::context::StateGauge>,
-    ),
-) -> crate::join_op::Joined<'s, K, L, R> {
-    let (rows, late_left, late_right, state) = parts;
+fn joined<'s, K, L, R, LR>(
+    parts: crate::join_op::BinaryOutput<'s, crate::join_op::JoinResult<K, L, R>, L, LR>,
+) -> crate::join_op::Joined<'s, K, L, R, LR> {
     crate::join_op::Joined {
-        rows,
-        late_left,
-        late_right,
-        state,
+        rows: parts.rows,
+        late_left: parts.late_left,
+        late_right: parts.late_right,
+        state: parts.state,
     }
 }
 

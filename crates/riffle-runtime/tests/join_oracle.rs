@@ -21,6 +21,8 @@ type Splits = Vec<Vec<(EventTime, Rec)>>;
 /// (key, left value, right value, window).
 type Row = (u32, Option<u64>, Option<u64>, Option<(i64, i64)>);
 type Late = Vec<(EventTime, Rec)>;
+type Collected = Arc<Mutex<Vec<(EventTime, JoinResult<u32, Rec, Rec>)>>>;
+type Groups = BTreeMap<(i64, i64, u32), (Vec<Rec>, Vec<Rec>)>;
 
 const KINDS: [JoinKind; 4] = [JoinKind::Inner, JoinKind::Left, JoinKind::Right, JoinKind::Full];
 
@@ -73,7 +75,7 @@ fn to_change(rec: Rec) -> Change<Rec> {
 }
 
 fn run(job: &Job, left: &Splits, right: &Splits, chunk: usize, ooo: i64, workers: usize) -> (Vec<Row>, Late, Late) {
-    let rows: Arc<Mutex<Vec<(EventTime, JoinResult<u32, Rec, Rec>)>>> = Arc::default();
+    let rows: Collected = Arc::default();
     let late_l: Arc<Mutex<Late>> = Arc::default();
     let late_r: Arc<Mutex<Late>> = Arc::default();
     let (o, ll, lr) = (Arc::clone(&rows), Arc::clone(&late_l), Arc::clone(&late_r));
@@ -227,7 +229,7 @@ fn oracle_sliced(
     let on_time = |ts: EventTime, wm: i64| windows_of(ts, size, slide).iter().any(|w| w.end > wm);
     let (l, late_l) = split_late(with_watermarks(left, chunk, ooo), on_time);
     let (r, late_r) = split_late(with_watermarks(right, chunk, ooo), on_time);
-    let mut groups: BTreeMap<(i64, i64, u32), (Vec<Rec>, Vec<Rec>)> = BTreeMap::new();
+    let mut groups: Groups = BTreeMap::new();
     for &(wm, ts, rec) in &l {
         for w in windows_of(ts, size, slide).into_iter().filter(|w| w.end > wm) {
             groups.entry((w.start, w.end, rec.0)).or_default().0.push(rec);

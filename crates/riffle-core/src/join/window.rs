@@ -302,9 +302,10 @@ mod tests {
     }
 
     type Side = Vec<(i64, u8, u32)>;
+    type Groups = BTreeMap<(i64, i64, u8), (Vec<u32>, Vec<u32>)>;
 
     fn oracle_sliced(left: &Side, right: &Side, size: i64, slide: i64, kind: JoinKind) -> Vec<Row> {
-        let mut groups: BTreeMap<(i64, i64, u8), (Vec<u32>, Vec<u32>)> = BTreeMap::new();
+        let mut groups: Groups = BTreeMap::new();
         for &(t, k, v) in left {
             for w in windows_of(t, size, slide) {
                 groups.entry((w.start, w.end, k)).or_default().0.push(v);
