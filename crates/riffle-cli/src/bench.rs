@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Wordcount(WordcountBenchArgs),
     /// Inserts/s of exact set, HyperLogLog, counting Bloom filter, Count-Min and top-k.
     Sketches(crate::bench_sketch::SketchBenchArgs),
+    /// Interval and window joins on skewed keys against a hand-written symmetric hash join.
+    Join(crate::bench_join::JoinBenchArgs),
 }
 
 /// Arguments of `riffle bench wordcount`.
@@ -280,5 +282,6 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Wordcount(args) => run_wordcount(args),
         BenchCommand::Sketches(args) => crate::bench_sketch::run(args),
+        BenchCommand::Join(args) => crate::bench_join::run(args),
     }
 }

@@ -72,6 +72,26 @@ pub(crate) trait TwoInputLogic<K, L, R, O>: 'static {
     fn advance(&mut self, left_wm: i64, right_wm: i64, out: &mut Vec<(EventTime, O)>);
     /// Rows held.
     fn len(&self) -> usize;
+    /// Whether records should be handed over in event-time order once both input frontiers
+    /// have passed the watermark they arrived with (rather than as they arrive).
+    fn ordered(&self) -> bool {
+        false
+    }
+}
+
+/// Takes the pending records whose arrival watermark is below `release` (all of them when
+/// not `ordered`), sorted by event time when `ordered`.
+fn take_ready<T>(pending: &mut Vec<(EventTime, i64, T)>, release: i64, ordered: bool) -> Vec<(EventTime, i64, T)> {
+    if !ordered {
+        return std::mem::take(pending);
+    }
+    if !pending.iter().any(|p| p.1 < release) {
+        return Vec::new();
+    }
+    let (mut ready, rest): (Vec<_>, Vec<_>) = std::mem::take(pending).into_iter().partition(|p| p.1 < release);
+    *pending = rest;
+    ready.sort_by_key(|p| p.0);
+    ready
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -128,13 +148,16 @@ where
                 let mut rows: Vec<(EventTime, O)> = Vec::new();
                 let mut buffer: Vec<(EventTime, Out<O, L, R>)> = Vec::new();
                 let mut size = 0usize;
+                let ordered = logic.ordered();
+                let mut pending_left: Vec<(EventTime, i64, L)> = Vec::new();
+                let mut pending_right: Vec<(EventTime, i64, R)> = Vec::new();
                 move |(input1, frontier1), (input2, frontier2), output| {
                     let mut late = 0u64;
                     input1.for_each(|cap, data| {
                         let wm = message_time(&cap).watermark;
                         for (ts, d) in data.drain(..) {
                             if logic.left_on_time(ts, wm) {
-                                logic.left(left_key(&d), ts, wm, d, &mut rows);
+                                pending_left.push((ts, wm, d));
                             } else {
                                 late += 1;
                                 buffer.push((ts, Out::LateLeft(d)));
@@ -145,7 +168,7 @@ where
                         let wm = message_time(&cap).watermark;
                         for (ts, d) in data.drain(..) {
                             if logic.right_on_time(ts, wm) {
-                                logic.right(right_key(&d), ts, wm, d, &mut rows);
+                                pending_right.push((ts, wm, d));
                             } else {
                                 late += 1;
                                 buffer.push((ts, Out::LateRight(d)));
@@ -159,7 +182,25 @@ where
                         frontier_watermark(frontier1.frontier().iter()),
                         frontier_watermark(frontier2.frontier().iter()),
                     );
-                    logic.advance(lw, rw, &mut rows);
+                    // Ordered logic takes records once both frontiers have passed the watermark
+                    // they came with, in event-time order: inputs that run ahead of each other
+                    // then do not scatter inserts through the state.
+                    let release = if ordered { lw.min(rw) } else { i64::MAX };
+                    let ready_left = take_ready(&mut pending_left, release, ordered);
+                    for (ts, wm, d) in ready_left {
+                        logic.left(left_key(&d), ts, wm, d, &mut rows);
+                    }
+                    let ready_right = take_ready(&mut pending_right, release, ordered);
+                    for (ts, wm, d) in ready_right {
+                        logic.right(right_key(&d), ts, wm, d, &mut rows);
+                    }
+                    // Unprocessed records are on time at a watermark of at least `release`: state
+                    // may only be freed up to there.
+                    if ordered {
+                        logic.advance(release, release, &mut rows);
+                    } else {
+                        logic.advance(lw, rw, &mut rows);
+                    }
                     buffer.extend(rows.drain(..).map(|(ts, o)| (ts, Out::Row(o))));
                     if !buffer.is_empty() {
                         if let Some(c) = held.first() {
@@ -167,7 +208,7 @@ where
                         }
                         buffer.clear();
                     }
-                    let n = logic.len();
+                    let n = logic.len() + pending_left.len() + pending_right.len();
                     gauge.update(size, n);
                     size = n;
                     let mut meet: Antichain<Time> = Antichain::new();
@@ -250,6 +291,9 @@ impl<K: Key, L: Data, R: Data> TwoInputLogic<K, L, R, JoinResult<K, L, R>> for I
     }
     fn len(&self) -> usize {
         self.0.len()
+    }
+    fn ordered(&self) -> bool {
+        true
     }
 }
 

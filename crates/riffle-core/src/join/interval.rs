@@ -62,11 +62,19 @@ struct Stored<T> {
     matched: bool,
 }
 
+/// Expiry times are indexed in buckets of this many milliseconds: records leave up to this
+/// much later than they could, in exchange for one index entry per bucket instead of one per
+/// millisecond.
+const EXPIRY_BUCKET: i64 = 16;
+
 /// One side's state: per key, records sorted by event time; an index of when keys expire.
 struct Side<K, T> {
     rows: HashMap<K, Vec<Stored<T>>>,
+    /// Keys with records expiring in each bucket (a key may be listed more than once).
     expiry: BTreeMap<EventTime, Vec<K>>,
     len: usize,
+    /// Keys whose lists are empty but kept (with their capacity) for reuse.
+    empty: usize,
 }
 
 impl<K: Hash + Eq + Clone, T> Side<K, T> {
@@ -75,35 +83,60 @@ impl<K: Hash + Eq + Clone, T> Side<K, T> {
             rows: HashMap::new(),
             expiry: BTreeMap::new(),
             len: 0,
+            empty: 0,
         }
     }
 
     fn insert(&mut self, key: K, ts: EventTime, value: T, matched: bool, expires: EventTime) {
-        let list = self.rows.entry(key.clone()).or_default();
+        let bucket = expires.div_euclid(EXPIRY_BUCKET);
+        let list = match self.rows.get_mut(&key) {
+            Some(list) => {
+                if list.is_empty() {
+                    self.empty -= 1;
+                }
+                list
+            }
+            None => self.rows.entry(key.clone()).or_default(),
+        };
         let at = list.partition_point(|s| s.ts <= ts);
         list.insert(at, Stored { ts, value, matched });
-        self.expiry.entry(expires).or_default().push(key);
+        let keys = self.expiry.entry(bucket).or_default();
+        // Consecutive records of a key in one bucket need one entry.
+        if keys.last() != Some(&key) {
+            keys.push(key);
+        }
         self.len += 1;
     }
 
     /// Removes every record whose `ts + offset < frontier`, calling `gone` on each.
     fn evict(&mut self, frontier: Watermark, offset: i64, gone: &mut dyn FnMut(&K, Stored<T>)) {
         while let Some(entry) = self.expiry.first_entry() {
-            if *entry.key() >= frontier {
+            // Every expiry time in the bucket must be below the frontier.
+            let last_in_bucket = entry.key().saturating_mul(EXPIRY_BUCKET).saturating_add(EXPIRY_BUCKET - 1);
+            if last_in_bucket >= frontier {
                 break;
             }
             for key in entry.remove() {
                 if let Some(list) = self.rows.get_mut(&key) {
                     let n = list.partition_point(|s| s.ts.saturating_add(offset) < frontier);
+                    if n == 0 {
+                        continue;
+                    }
                     self.len -= n;
                     for s in list.drain(..n) {
                         gone(&key, s);
                     }
                     if list.is_empty() {
-                        self.rows.remove(&key);
+                        self.empty += 1;
                     }
                 }
             }
+        }
+        // Drop emptied keys once they are the majority, so that a stream of ever new keys
+        // does not keep one empty list per key forever.
+        if self.empty > 1024 && self.empty * 2 > self.rows.len() {
+            self.rows.retain(|_, list| !list.is_empty());
+            self.empty = 0;
         }
     }
 }
