@@ -153,9 +153,9 @@ impl PairCounter {
 impl Drop for PairCounter {
     fn drop(&mut self) {
         // Wrapping sums commute: the total is the same whatever the split over workers.
-        let _ = self
-            .total
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.wrapping_add(self.local)));
+        let _ = self.total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+            Some(t.wrapping_add(self.local))
+        });
         self.pairs.fetch_add(self.count, Ordering::Relaxed);
     }
 }
@@ -181,7 +181,14 @@ fn engine(left: &Side, right: &Side, job: Job, workers: usize) -> Result<(u64, u
         let ls = env.from_splits(l.clone(), 1024, s).key_by(|r: &(u64, u64)| r.0);
         let rs = env.from_splits(r.clone(), 1024, s).key_by(|r: &(u64, u64)| r.0);
         let joined = match job {
-            Job::Interval => ls.interval_join(rs, IntervalBounds { lower: LOWER, upper: UPPER }, JoinKind::Inner),
+            Job::Interval => ls.interval_join(
+                rs,
+                IntervalBounds {
+                    lower: LOWER,
+                    upper: UPPER,
+                },
+                JoinKind::Inner,
+            ),
             Job::Tumbling => ls.window_join(rs, TumblingWindows { size: WINDOW }, JoinKind::Inner),
         };
         let mut counter = PairCounter {
@@ -208,7 +215,8 @@ fn best<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> 
         secs = secs.min(t.elapsed().as_secs_f64());
         out = Some(r);
     }
-    out.map(|r| (secs, r)).ok_or_else(|| Error::Execution("no repetition ran".into()))
+    out.map(|r| (secs, r))
+        .ok_or_else(|| Error::Execution("no repetition ran".into()))
 }
 
 /// Runs the benchmark.

@@ -112,7 +112,10 @@ impl<K: Hash + Eq + Clone, T> Side<K, T> {
     fn evict(&mut self, frontier: Watermark, offset: i64, gone: &mut dyn FnMut(&K, Stored<T>)) {
         while let Some(entry) = self.expiry.first_entry() {
             // Every expiry time in the bucket must be below the frontier.
-            let last_in_bucket = entry.key().saturating_mul(EXPIRY_BUCKET).saturating_add(EXPIRY_BUCKET - 1);
+            let last_in_bucket = entry
+                .key()
+                .saturating_mul(EXPIRY_BUCKET)
+                .saturating_add(EXPIRY_BUCKET - 1);
             if last_in_bucket >= frontier {
                 break;
             }

@@ -169,6 +169,26 @@ impl<K: Hash + Eq + Clone, L, R> WindowJoinState<K, L, R> {
     }
 
     fn fire_sliced(&mut self, s: &Slicing, wm: Watermark, emit: &mut WindowJoinEmit<'_, K, L, R>) {
+        if s.pane == s.size && !s.is_global() {
+            // Tumbling: each pane is one window; fire and free it whole.
+            while let Some(entry) = self.panes.first_entry() {
+                let window = Window {
+                    start: *entry.key(),
+                    end: entry.key().saturating_add(s.size),
+                };
+                if window.end > wm {
+                    break;
+                }
+                let keys = entry.remove();
+                for (key, (lefts, rights)) in keys {
+                    self.len -= lefts.len() + rights.len();
+                    let l: Vec<&(EventTime, Watermark, L)> = lefts.iter().filter(|r| r.1 < window.end).collect();
+                    let r: Vec<&(EventTime, Watermark, R)> = rights.iter().filter(|r| r.1 < window.end).collect();
+                    join_refs(self.kind, window, &key, &l, &r, emit);
+                }
+            }
+            return;
+        }
         let from = self.fired_up_to;
         let mut windows = BTreeSet::new();
         for (&pane, _) in self.panes.range(..wm) {
