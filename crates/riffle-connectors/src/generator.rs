@@ -142,11 +142,22 @@ impl GeneratedLines {
     pub(crate) fn new(origin: Arc<str>, gen: WordGenerator) -> Self {
         GeneratedLines { origin, gen, next: 0 }
     }
+
+    pub(crate) fn seek(&mut self, line_index: u64) {
+        self.next = line_index;
+    }
 }
 
 impl LineReader for GeneratedLines {
     fn origin(&self) -> &Arc<str> {
         &self.origin
+    }
+
+    fn position(&self) -> Option<crate::line_reader::SplitPosition> {
+        Some(crate::line_reader::SplitPosition {
+            offset: self.next,
+            line: self.next + 1,
+        })
     }
 
     fn poll(&mut self, max_lines: usize) -> Result<Poll> {

@@ -21,6 +21,6 @@ pub mod line_reader;
 pub mod sink;
 pub mod uri;
 
-pub use line_reader::{LineChunk, LineReader, Poll};
+pub use line_reader::{LineChunk, LineReader, Poll, SplitPosition};
 pub use sink::LineSink;
 pub use uri::{SourceUri, SplitSpec};

@@ -41,21 +41,60 @@ pub trait LineReader: Send {
     fn origin(&self) -> &Arc<str>;
     /// Up to `max_lines` next lines.
     fn poll(&mut self, max_lines: usize) -> Result<Poll>;
+    /// Where the next unread line starts, for checkpoints; `None` if the split cannot be read
+    /// again from a position (a socket, stdin).
+    fn position(&self) -> Option<SplitPosition> {
+        None
+    }
+}
+
+/// A position in a replayable split: the byte offset of the next unread line (or the index of
+/// the next generated line) and its line number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitPosition {
+    /// Byte offset in a file, or line index of a generator.
+    pub offset: u64,
+    /// Number of the next line (1-based), for messages.
+    pub line: u64,
 }
 
 impl SplitSpec {
     /// Opens the split: opens the file, connects the socket (failing at once if the
     /// connection is refused), or starts reading stdin.
     pub fn open(&self) -> Result<Box<dyn LineReader>> {
+        self.open_at(None)
+    }
+
+    /// Opens the split at `position` (from [`LineReader::position`]), or at its start.
+    /// Fails for a position in a split that cannot be replayed.
+    pub fn open_at(&self, position: Option<SplitPosition>) -> Result<Box<dyn LineReader>> {
         let origin: Arc<str> = self.name().into();
+        if position.is_some() && !self.is_bounded_by_nature() {
+            return Err(Error::Config(format!("{} cannot be read again from a checkpointed position", self.name())));
+        }
         match self {
             SplitSpec::File(path) => {
-                let file = File::open(path).map_err(|source| Error::Io {
+                let mut file = File::open(path).map_err(|source| Error::Io {
                     what: "cannot open",
                     path: path.clone(),
                     source,
                 })?;
-                Ok(Box::new(BlockingLines::new(origin, file, path.clone())))
+                let mut reader = BlockingLines::new(origin, file.try_clone().map_err(|source| Error::Io {
+                    what: "cannot open",
+                    path: path.clone(),
+                    source,
+                })?, path.clone());
+                if let Some(p) = position {
+                    use std::io::Seek;
+                    file.seek(std::io::SeekFrom::Start(p.offset)).map_err(|source| Error::Io {
+                        what: "cannot seek in",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    reader.base = p.offset;
+                    reader.next_line = p.line;
+                }
+                Ok(Box::new(reader))
             }
             SplitSpec::Socket(addr) => {
                 let stream = TcpStream::connect(addr).map_err(|source| Error::Network {
@@ -66,7 +105,13 @@ impl SplitSpec {
                 Ok(Box::new(ThreadedLines::spawn(origin, stream)))
             }
             SplitSpec::Stdin => Ok(Box::new(ThreadedLines::spawn(origin, std::io::stdin()))),
-            SplitSpec::Generator(g) => Ok(Box::new(GeneratedLines::new(origin, g.clone()))),
+            SplitSpec::Generator(g) => {
+                let mut reader = GeneratedLines::new(origin, g.clone());
+                if let Some(p) = position {
+                    reader.seek(p.offset);
+                }
+                Ok(Box::new(reader))
+            }
         }
     }
 }
@@ -93,6 +138,8 @@ struct BlockingLines<R> {
     buf: Vec<u8>,
     /// Start of the unconsumed bytes in `buf`.
     pos: usize,
+    /// File offset of `buf[0]`.
+    base: u64,
 }
 
 const BLOCK: usize = 1 << 18;
@@ -107,11 +154,13 @@ impl<R: Read> BlockingLines<R> {
             eof: false,
             buf: Vec::with_capacity(BLOCK),
             pos: 0,
+            base: 0,
         }
     }
 
     /// Reads more bytes after the unconsumed ones; returns false at end of file.
     fn refill(&mut self) -> Result<bool> {
+        self.base += self.pos as u64;
         self.buf.drain(..self.pos);
         self.pos = 0;
         let len = self.buf.len();
@@ -140,6 +189,13 @@ impl<R: Read> BlockingLines<R> {
 impl<R: Read + Send> LineReader for BlockingLines<R> {
     fn origin(&self) -> &Arc<str> {
         &self.origin
+    }
+
+    fn position(&self) -> Option<SplitPosition> {
+        Some(SplitPosition {
+            offset: self.base + self.pos as u64,
+            line: self.next_line,
+        })
     }
 
     fn poll(&mut self, max_lines: usize) -> Result<Poll> {
@@ -340,5 +396,44 @@ mod tests {
         let err = SplitSpec::Socket(addr.clone()).open().err().unwrap();
         assert!(err.is_retryable());
         assert!(err.to_string().contains(&addr));
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    #[test]
+    fn reading_from_a_position_continues_exactly_where_it_was_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        let text: String = (0..5000).map(|i| format!("line {i} {}\n", "x".repeat(i % 70))).collect();
+        std::fs::write(&path, &text).unwrap();
+        let spec = SplitSpec::File(path);
+        let mut all = Vec::new();
+        let mut r = spec.open().unwrap();
+        while let Poll::Chunk(c) = r.poll(333).unwrap() {
+            all.extend(c.lines);
+        }
+        for stop in [1usize, 7, 16] {
+            let mut r = spec.open().unwrap();
+            let mut got = Vec::new();
+            for _ in 0..stop {
+                if let Poll::Chunk(c) = r.poll(333).unwrap() {
+                    got.extend(c.lines);
+                }
+            }
+            let pos = r.position().unwrap();
+            let mut r2 = spec.open_at(Some(pos)).unwrap();
+            let mut first = None;
+            while let Poll::Chunk(c) = r2.poll(333).unwrap() {
+                first.get_or_insert(c.first_line);
+                got.extend(c.lines);
+            }
+            assert_eq!(got, all, "stopped after {stop} chunks");
+            if let Some(first) = first {
+                assert_eq!(first, pos.line);
+            }
+        }
     }
 }
