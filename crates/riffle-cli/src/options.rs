@@ -97,8 +97,72 @@ pub struct SourceArgs {
     /// Lines per chunk; the watermark advances between chunks.
     #[arg(long, default_value_t = 1024)]
     pub chunk_lines: usize,
+    /// Take consistent checkpoints into this directory, and resume from its newest complete
+    /// one when started again (after a crash or a stop; also onto another number of workers).
+    #[arg(long)]
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    /// Time between checkpoints.
+    #[arg(long, default_value = "1s", requires = "checkpoint_dir")]
+    pub checkpoint_interval: String,
+    /// Complete checkpoints to keep (at least 2).
+    #[arg(long, default_value_t = 3, requires = "checkpoint_dir")]
+    pub retain_checkpoints: usize,
     #[command(flatten)]
     pub execution: ExecutionArgs,
+}
+
+/// Where a job's results go: lines to stdout or a file (at least once with checkpoints), or
+/// the exactly-once file sink (`--sink file://DIR`).
+#[derive(Clone)]
+pub enum ResultSink {
+    /// Lines to stdout or a file.
+    Lines(riffle_connectors::LineSink),
+    /// Committed part files in a directory.
+    Committed(std::path::PathBuf),
+}
+
+impl ResultSink {
+    /// From `--output` and `--sink`; prepares a committed directory for the restored epoch.
+    pub fn new(
+        output: &Option<std::path::PathBuf>,
+        sink: &Option<String>,
+        restored_epoch: Option<u64>,
+    ) -> Result<Self> {
+        match sink {
+            None => Ok(ResultSink::Lines(result_sink(output)?)),
+            Some(uri) => {
+                if output.is_some() {
+                    return Err(Error::Config("use either --output or --sink".into()));
+                }
+                let dir = uri.strip_prefix("file://").ok_or_else(|| {
+                    Error::Config(format!("--sink: expected file://DIR, got '{uri}' (Kafka sinks come later)"))
+                })?;
+                let dir = std::path::PathBuf::from(dir);
+                riffle_runtime::sink::prepare_output_dir(&dir, restored_epoch)?;
+                Ok(ResultSink::Committed(dir))
+            }
+        }
+    }
+
+    /// Writes `stream` here.
+    pub fn write<D: riffle_runtime::stream::Data>(
+        &self,
+        stream: riffle_runtime::DataStream<'_, D>,
+        format: impl FnMut(i64, &D, &mut Vec<u8>) + 'static,
+    ) {
+        match self {
+            ResultSink::Lines(sink) => stream.write_lines(sink.clone(), format),
+            ResultSink::Committed(dir) => stream.write_committed(dir.clone(), format),
+        }
+    }
+
+    /// Flushes buffered lines.
+    pub fn flush(&self) -> Result<()> {
+        match self {
+            ResultSink::Lines(sink) => sink.flush(),
+            ResultSink::Committed(_) => Ok(()),
+        }
+    }
 }
 
 /// A text job's input, validated: where it runs, what it reads and its context.
@@ -113,6 +177,8 @@ pub struct TextInput {
     pub ctx: std::sync::Arc<riffle_runtime::JobContext>,
     /// Lines per chunk.
     pub chunk_lines: usize,
+    /// The epoch of the checkpoint restored, if any.
+    pub restored_epoch: Option<u64>,
 }
 
 impl TextInput {
@@ -154,12 +220,28 @@ impl SourceArgs {
         if let Some(path) = &self.dead_letter {
             ctx = ctx.with_dead_letter(riffle_connectors::LineSink::file(path)?);
         }
+        let mut restored_epoch = None;
+        if let Some(dir) = &self.checkpoint_dir {
+            let interval = riffle_core::duration::parse_millis(&self.checkpoint_interval)
+                .map_err(|e| Error::Config(format!("--checkpoint-interval: {e}")))?;
+            let store = riffle_runtime::checkpoint::CheckpointStore::open(riffle_runtime::checkpoint::CheckpointConfig {
+                dir: dir.clone(),
+                interval: std::time::Duration::from_millis(interval.max(1) as u64),
+                retain: self.retain_checkpoints.max(2),
+            })?;
+            restored_epoch = store.restored_epoch();
+            if let Some(e) = restored_epoch {
+                tracing::warn!("resuming from checkpoint {e} in {}", dir.display());
+            }
+            ctx = ctx.with_checkpoints(store);
+        }
         Ok(TextInput {
             exec,
             splits,
             strategy,
             ctx: std::sync::Arc::new(ctx),
             chunk_lines: self.chunk_lines,
+            restored_epoch,
         })
     }
 }

@@ -15,7 +15,7 @@ use riffle_runtime::{execute, DataStream, WindowResult};
 use riffle_sketch::counting_bloom::BloomDistinct;
 use riffle_sketch::{ApproxDistinct, ExactDistinct, TopK};
 
-use crate::options::{json_str, result_sink, FixedWindowArgs, FormatArg, SourceArgs, TextInput};
+use crate::options::{json_str, FixedWindowArgs, FormatArg, ResultSink, SourceArgs, TextInput};
 use crate::wordcount::words;
 
 /// How `riffle distinct` counts.
@@ -64,6 +64,9 @@ pub struct DistinctArgs {
     /// Write results to this file instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Write results exactly once into part files of this directory (file://DIR).
+    #[arg(long)]
+    pub sink: Option<String>,
 }
 
 /// Arguments of `riffle topk`.
@@ -86,6 +89,9 @@ pub struct TopkArgs {
     /// Write results to this file instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Write results exactly once into part files of this directory (file://DIR).
+    #[arg(long)]
+    pub sink: Option<String>,
 }
 
 fn window_prefix(w: Window, out: &mut Vec<u8>) {
@@ -95,20 +101,26 @@ fn window_prefix(w: Window, out: &mut Vec<u8>) {
 }
 
 /// Runs a job over the words of `input`, formats each window's result with `format`.
-fn run_words<R, F, B>(input: TextInput, output: &Option<PathBuf>, job: &'static str, build: B, format: F) -> Result<()>
+fn run_words<R, F, B>(
+    input: TextInput,
+    (output, sink): (&Option<PathBuf>, &Option<String>),
+    job: &'static str,
+    build: B,
+    format: F,
+) -> Result<()>
 where
     R: riffle_runtime::stream::Data,
     F: Fn(&WindowResult<(), R>, &mut Vec<u8>) + Clone + Send + Sync + 'static,
     B: for<'s> Fn(DataStream<'s, CompactString>) -> DataStream<'s, WindowResult<(), R>> + Send + Sync + 'static,
 {
-    let sink = result_sink(output)?;
+    let sink = ResultSink::new(output, sink, input.restored_epoch)?;
     let out_sink = sink.clone();
     let ctx = Arc::clone(&input.ctx);
     let exec = input.exec.clone();
     let metrics = execute(exec, Arc::clone(&ctx), move |env| {
         let words = env.text(input.text_source()).flat_map(words);
         let format = format.clone();
-        build(words).write_lines(out_sink.clone(), move |_, r, out| format(r, out));
+        out_sink.write(build(words), move |_, r, out| format(r, out));
     })?;
     sink.flush()?;
     ctx.flush()?;
@@ -146,7 +158,7 @@ pub fn run_distinct(args: DistinctArgs) -> Result<()> {
             let agg = ExactDistinct::new(|w: CompactString| w);
             run_words(
                 input,
-                &args.output,
+                (&args.output, &args.sink),
                 "distinct",
                 move |s| s.key_by(|_| ()).window(windows).aggregate(agg.clone()),
                 format,
@@ -157,7 +169,7 @@ pub fn run_distinct(args: DistinctArgs) -> Result<()> {
                 .map_err(|e| config(format!("--precision: {e}")))?;
             run_words(
                 input,
-                &args.output,
+                (&args.output, &args.sink),
                 "distinct",
                 move |s| s.key_by(|_| ()).window(windows).aggregate(agg.clone()),
                 format,
@@ -168,7 +180,7 @@ pub fn run_distinct(args: DistinctArgs) -> Result<()> {
                 .map_err(|e| config(format!("--fp-rate/--expected-items: {e}")))?;
             run_words(
                 input,
-                &args.output,
+                (&args.output, &args.sink),
                 "distinct",
                 move |s| s.key_by(|_| ()).window(windows).aggregate(agg.clone()),
                 format,
@@ -209,7 +221,7 @@ pub fn run_topk(args: TopkArgs) -> Result<()> {
     };
     run_words(
         input,
-        &args.output,
+        (&args.output, &args.sink),
         "topk",
         move |s| s.key_by(|_| ()).window(windows).aggregate(agg.clone()),
         format,

@@ -11,7 +11,7 @@ use riffle_core::window::{SessionWindows, TimeWindows, Window};
 use riffle_core::Result;
 use riffle_runtime::{execute, WindowResult};
 
-use crate::options::{json_str, millis, result_sink, FixedWindowArgs, FormatArg, SourceArgs};
+use crate::options::{json_str, millis, FixedWindowArgs, FormatArg, ResultSink, SourceArgs};
 
 /// Arguments of `riffle wordcount`.
 #[derive(clap::Args, Debug, Clone)]
@@ -41,6 +41,10 @@ pub struct WordcountArgs {
     /// Write results to this file instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Write results exactly once into part files of this directory (file://DIR), committed
+    /// with each checkpoint.
+    #[arg(long)]
+    pub sink: Option<String>,
 }
 
 /// Splits an owned line into words without allocating per word (short words are inline).
@@ -136,7 +140,7 @@ pub fn run(args: WordcountArgs) -> Result<()> {
         (Some(gap), None) => Windowing::Time(SessionWindows::with_gap_millis(gap)?.into()),
         (None, None) => Windowing::Time(args.windows.windows()?),
     };
-    let sink = result_sink(&args.output)?;
+    let sink = ResultSink::new(&args.output, &args.sink, input.restored_epoch)?;
     let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
     let late_flush = late_sink.clone();
     let ctx = Arc::clone(&input.ctx);
@@ -173,7 +177,7 @@ pub fn run(args: WordcountArgs) -> Result<()> {
                 }
             },
         };
-        results.write_lines(out_sink.clone(), move |_, r, out| format_result(format, r, out));
+        out_sink.write(results, move |_, r, out| format_result(format, r, out));
     })?;
     sink.flush()?;
     ctx.flush()?;

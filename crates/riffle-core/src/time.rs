@@ -106,6 +106,16 @@ impl WatermarkGenerator {
         }
     }
 
+    /// The highest event time seen (what a checkpoint stores to resume the same watermarks).
+    pub fn max_seen(&self) -> Option<EventTime> {
+        self.max_seen
+    }
+
+    /// Resumes from a checkpointed [`max_seen`](Self::max_seen).
+    pub fn restore(&mut self, max_seen: Option<EventTime>) {
+        self.max_seen = max_seen;
+    }
+
     /// The strategy this generator follows.
     pub fn strategy(&self) -> &WatermarkStrategy {
         &self.strategy

@@ -108,7 +108,87 @@ pub struct SlicedWindowState<K, D, A: Aggregate<D>> {
     _records: std::marker::PhantomData<fn(D)>,
 }
 
+/// The part of a [`SlicedWindowState`] that belongs to one key group, for checkpoints.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SlicedPart<K, Acc> {
+    /// The watermark the state had fired up to.
+    pub fired_up_to: Watermark,
+    /// Per pane, the keys' partial aggregates.
+    pub panes: Vec<(EventTime, Vec<(K, Acc)>)>,
+    /// Staged updates by watermark.
+    pub staged: Vec<(Watermark, Vec<(EventTime, K, Acc)>)>,
+}
+
+/// The part of a [`SessionWindowState`] that belongs to one key group, for checkpoints.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SessionPart<K, Acc> {
+    /// The watermark the state had advanced to.
+    pub watermark: Watermark,
+    /// Each key's sessions.
+    pub sessions: Vec<(K, Vec<Session<Acc>>)>,
+    /// Staged updates by watermark.
+    pub staged: Vec<(Watermark, Vec<(EventTime, K, Acc)>)>,
+}
+
 impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
+    /// The state split by `group` (the key group of a key), for a checkpoint.
+    pub fn snapshot(&self, group: impl Fn(&K) -> u32) -> BTreeMap<u32, SlicedPart<K, A::Acc>> {
+        let fired_up_to = self.fired_up_to;
+        let mut out: BTreeMap<u32, SlicedPart<K, A::Acc>> = BTreeMap::new();
+        let new_part = || SlicedPart {
+            fired_up_to,
+            panes: Vec::new(),
+            staged: Vec::new(),
+        };
+        for (&pane, keys) in &self.panes {
+            let mut by_group: BTreeMap<u32, Vec<(K, A::Acc)>> = BTreeMap::new();
+            for (k, acc) in keys {
+                by_group.entry(group(k)).or_default().push((k.clone(), acc.clone()));
+            }
+            for (g, entries) in by_group {
+                out.entry(g).or_insert_with(new_part).panes.push((pane, entries));
+            }
+        }
+        for (&at, updates) in &self.staged {
+            let mut by_group: BTreeMap<u32, Vec<(EventTime, K, A::Acc)>> = BTreeMap::new();
+            for (pane, k, acc) in updates {
+                by_group.entry(group(k)).or_default().push((*pane, k.clone(), acc.clone()));
+            }
+            for (g, entries) in by_group {
+                out.entry(g).or_insert_with(new_part).staged.push((at, entries));
+            }
+        }
+        out
+    }
+
+    /// Adds a restored part (of a key group this state did not hold) and sets the fired
+    /// watermark to the part's.
+    pub fn restore(&mut self, part: SlicedPart<K, A::Acc>) {
+        self.fired_up_to = part.fired_up_to;
+        for (pane, entries) in part.panes {
+            self.panes.entry(pane).or_default().extend(entries);
+        }
+        for (at, updates) in part.staged {
+            self.staged.entry(at).or_default().extend(updates);
+        }
+    }
+
+    /// The watermark the state has fired up to.
+    pub fn fired_up_to(&self) -> Watermark {
+        self.fired_up_to
+    }
+
+    /// Moves `other`'s keys (disjoint from this state's) into this state, which keeps its
+    /// fired watermark.
+    pub fn absorb(&mut self, other: Self) {
+        for (pane, entries) in other.panes {
+            self.panes.entry(pane).or_default().extend(entries);
+        }
+        for (at, updates) in other.staged {
+            self.staged.entry(at).or_default().extend(updates);
+        }
+    }
+
     /// Empty state for windows cut by `slicing`, keeping windows `lateness` ms after they fire.
     pub fn new(slicing: Slicing, lateness: i64, agg: A) -> Self {
         SlicedWindowState {
@@ -275,8 +355,8 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
 }
 
 /// One session of a key.
-#[derive(Clone, Debug)]
-struct Session<Acc> {
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Session<Acc> {
     window: Window,
     acc: Acc,
     /// Whether the session changed since it last fired.
@@ -311,6 +391,54 @@ pub struct SessionWindowState<K, D, A: Aggregate<D>> {
 }
 
 impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
+    /// The state split by `group` (the key group of a key), for a checkpoint.
+    pub fn snapshot(&self, group: impl Fn(&K) -> u32) -> BTreeMap<u32, SessionPart<K, A::Acc>> {
+        let watermark = self.watermark;
+        let new_part = || SessionPart {
+            watermark,
+            sessions: Vec::new(),
+            staged: Vec::new(),
+        };
+        let mut out: BTreeMap<u32, SessionPart<K, A::Acc>> = BTreeMap::new();
+        for (k, list) in &self.sessions {
+            out.entry(group(k)).or_insert_with(new_part).sessions.push((k.clone(), list.clone()));
+        }
+        for (&at, updates) in &self.staged {
+            let mut by_group: BTreeMap<u32, Vec<(EventTime, K, A::Acc)>> = BTreeMap::new();
+            for (ts, k, acc) in updates {
+                by_group.entry(group(k)).or_default().push((*ts, k.clone(), acc.clone()));
+            }
+            for (g, entries) in by_group {
+                out.entry(g).or_insert_with(new_part).staged.push((at, entries));
+            }
+        }
+        out
+    }
+
+    /// Adds a restored part and sets the watermark to the part's.
+    pub fn restore(&mut self, part: SessionPart<K, A::Acc>) {
+        self.watermark = part.watermark;
+        for (k, list) in part.sessions {
+            self.sessions.insert(k, list);
+        }
+        for (at, updates) in part.staged {
+            self.staged.entry(at).or_default().extend(updates);
+        }
+    }
+
+    /// The watermark the state has advanced to.
+    pub fn watermark(&self) -> Watermark {
+        self.watermark
+    }
+
+    /// Moves `other`'s keys (disjoint from this state's) into this state.
+    pub fn absorb(&mut self, other: Self) {
+        self.sessions.extend(other.sessions);
+        for (at, updates) in other.staged {
+            self.staged.entry(at).or_default().extend(updates);
+        }
+    }
+
     /// Empty state for `sessions`, keeping sessions `lateness` ms after they fire.
     pub fn new(sessions: SessionWindows, lateness: i64, agg: A) -> Self {
         SessionWindowState {

@@ -91,6 +91,7 @@ pub struct JobContext {
     clock: Arc<dyn Clock>,
     dead_letter: Option<riffle_connectors::LineSink>,
     state: Mutex<std::collections::BTreeMap<String, Arc<StateGauge>>>,
+    checkpoints: Option<Arc<crate::checkpoint::CheckpointStore>>,
 }
 
 /// The state size of one stateful operator, in rows, summed over this process's workers:
@@ -149,7 +150,20 @@ impl JobContext {
             clock,
             dead_letter: None,
             state: Mutex::new(std::collections::BTreeMap::new()),
+            checkpoints: None,
         }
+    }
+
+    /// Takes consistent checkpoints into `store` (and restores from it: the store has already
+    /// loaded its newest intact checkpoint).
+    pub fn with_checkpoints(mut self, store: crate::checkpoint::CheckpointStore) -> Self {
+        self.checkpoints = Some(Arc::new(store));
+        self
+    }
+
+    /// The checkpoint store, when the job checkpoints.
+    pub fn checkpoints(&self) -> Option<&Arc<crate::checkpoint::CheckpointStore>> {
+        self.checkpoints.as_ref()
     }
 
     /// The state gauge of the operator named `name` (shared by its instances on every worker

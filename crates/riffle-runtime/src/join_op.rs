@@ -124,6 +124,9 @@ where
     S: TwoInputLogic<K, L, R, O>,
 {
     let ctx = Arc::clone(&left.stream.ctx);
+    if ctx.checkpoints().is_some() {
+        ctx.fail(riffle_core::Error::Config(format!("{name} does not support checkpoints yet")));
+    }
     let peers = left.stream.stream.scope().peers();
     let (lk, rk) = (left.key.clone(), right.key.clone());
     let route_l = Exchange::new(move |(_, d): &(EventTime, L)| KeyGroup::of(&lk(d)).worker(peers) as u64);

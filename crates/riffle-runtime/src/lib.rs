@@ -29,9 +29,11 @@
 //! assert_eq!(got, vec![(0, "a".into(), 2), (0, "b".into(), 1), (5_000, "b".into(), 1)]);
 //! ```
 
+pub mod checkpoint;
 pub mod context;
 mod dedup_op;
 pub mod execute;
+pub mod sink;
 pub mod join_op;
 pub mod source;
 pub mod stream;

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use riffle_connectors::line_reader::LineChunk;
-use riffle_connectors::{LineReader, Poll, SplitSpec};
+use riffle_connectors::{LineReader, Poll, SplitPosition, SplitSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use riffle_core::time::WATERMARK_MIN;
 use riffle_core::{EventTime, Result, WatermarkGenerator, WatermarkStrategy};
 use timely::container::CapacityContainerBuilder;
@@ -50,12 +52,30 @@ pub enum SplitPoll<D> {
 pub trait SplitReader<D> {
     /// Up to about `max` next records.
     fn poll(&mut self, max: usize) -> Result<SplitPoll<D>>;
+    /// Where the next unread record is, for checkpoints; `None` if the split cannot be read
+    /// again from a position (a socket, stdin).
+    fn position(&self) -> Option<SplitPosition> {
+        None
+    }
+    /// Continues from a checkpointed position.
+    fn seek(&mut self, _position: SplitPosition) -> Result<()> {
+        Err(riffle_core::Error::Config("this split cannot be read again from a checkpoint".into()))
+    }
+}
+
+/// What a checkpoint stores of a split.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct SplitCheckpoint {
+    position: Option<SplitPosition>,
+    finished: bool,
+    max_seen: Option<EventTime>,
 }
 
 /// Records of one in-memory split, handed out `chunk` at a time (an in-memory generator for
 /// tests: the watermark advances between chunks exactly as for a file).
 pub struct CollectionSplit<D> {
-    records: std::vec::IntoIter<(EventTime, D)>,
+    records: Vec<(EventTime, D)>,
+    next: usize,
     chunk: usize,
 }
 
@@ -63,20 +83,35 @@ impl<D> CollectionSplit<D> {
     /// A split over `records`, handed out `chunk` records at a time.
     pub fn new(records: Vec<(EventTime, D)>, chunk: usize) -> Self {
         CollectionSplit {
-            records: records.into_iter(),
+            records,
+            next: 0,
             chunk: chunk.max(1),
         }
     }
 }
 
-impl<D> SplitReader<D> for CollectionSplit<D> {
+impl<D: Clone> SplitReader<D> for CollectionSplit<D> {
     fn poll(&mut self, _max: usize) -> Result<SplitPoll<D>> {
-        let batch: Vec<_> = self.records.by_ref().take(self.chunk).collect();
+        let end = (self.next + self.chunk).min(self.records.len());
+        let batch = self.records[self.next..end].to_vec();
+        self.next = end;
         Ok(if batch.is_empty() {
             SplitPoll::Finished
         } else {
             SplitPoll::Records(batch)
         })
+    }
+
+    fn position(&self) -> Option<SplitPosition> {
+        Some(SplitPosition {
+            offset: self.next as u64,
+            line: self.next as u64 + 1,
+        })
+    }
+
+    fn seek(&mut self, position: SplitPosition) -> Result<()> {
+        self.next = (position.offset as usize).min(self.records.len());
+        Ok(())
     }
 }
 
@@ -116,14 +151,20 @@ pub fn leading_millis(line: &str) -> std::result::Result<(EventTime, &str), Stri
 /// position and skipped; blank lines are skipped (they hold no text).
 pub struct TextSplit {
     reader: Box<dyn LineReader>,
+    spec: SplitSpec,
     parser: Option<TimestampParser>,
     ctx: Arc<JobContext>,
 }
 
 impl TextSplit {
-    /// A text split; `parser` is `None` in processing-time mode.
-    pub fn new(reader: Box<dyn LineReader>, parser: Option<TimestampParser>, ctx: Arc<JobContext>) -> Self {
-        TextSplit { reader, parser, ctx }
+    /// A text split of `spec` read by `reader`; `parser` is `None` in processing-time mode.
+    pub fn new(spec: SplitSpec, reader: Box<dyn LineReader>, parser: Option<TimestampParser>, ctx: Arc<JobContext>) -> Self {
+        TextSplit {
+            reader,
+            spec,
+            parser,
+            ctx,
+        }
     }
 }
 
@@ -167,6 +208,15 @@ impl SplitReader<String> for TextSplit {
         });
         Ok(SplitPoll::Records(out))
     }
+
+    fn position(&self) -> Option<SplitPosition> {
+        self.reader.position()
+    }
+
+    fn seek(&mut self, position: SplitPosition) -> Result<()> {
+        self.reader = self.spec.open_at(Some(position))?;
+        Ok(())
+    }
 }
 
 /// How a text line becomes a record with its event time (e.g. a JSON object with a time
@@ -176,6 +226,7 @@ pub type RecordParser<R> = Rc<dyn Fn(&str) -> std::result::Result<(EventTime, R)
 /// A split of records parsed from lines.
 pub struct RecordSplit<R> {
     reader: Box<dyn LineReader>,
+    spec: SplitSpec,
     parser: RecordParser<R>,
     ctx: Arc<JobContext>,
 }
@@ -195,6 +246,15 @@ impl<R> SplitReader<R> for RecordSplit<R> {
         });
         Ok(SplitPoll::Records(out))
     }
+
+    fn position(&self) -> Option<SplitPosition> {
+        self.reader.position()
+    }
+
+    fn seek(&mut self, position: SplitPosition) -> Result<()> {
+        self.reader = self.spec.open_at(Some(position))?;
+        Ok(())
+    }
 }
 
 /// Opens this worker's splits of `splits` as record splits.
@@ -204,18 +264,22 @@ pub(crate) fn open_record_splits<R: 'static>(
     workers: usize,
     parser: &RecordParser<R>,
     ctx: &Arc<JobContext>,
-) -> Vec<Box<dyn SplitReader<R>>> {
-    let mut readers: Vec<Box<dyn SplitReader<R>>> = Vec::new();
+) -> Vec<(u32, Box<dyn SplitReader<R>>)> {
+    let mut readers: Vec<(u32, Box<dyn SplitReader<R>>)> = Vec::new();
     for (i, spec) in splits.iter().enumerate() {
         if i % workers != worker {
             continue;
         }
         match spec.open() {
-            Ok(reader) => readers.push(Box::new(RecordSplit {
-                reader,
-                parser: Rc::clone(parser),
-                ctx: Arc::clone(ctx),
-            })),
+            Ok(reader) => readers.push((
+                i as u32,
+                Box::new(RecordSplit {
+                    reader,
+                    spec: spec.clone(),
+                    parser: Rc::clone(parser),
+                    ctx: Arc::clone(ctx),
+                }) as Box<dyn SplitReader<R>>,
+            )),
             Err(e) => ctx.fail(e),
         }
     }
@@ -223,6 +287,7 @@ pub(crate) fn open_record_splits<R: 'static>(
 }
 
 struct SplitState<D> {
+    index: u32,
     reader: Box<dyn SplitReader<D>>,
     watermark: WatermarkGenerator,
     last_data: i64,
@@ -239,7 +304,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
     name: &str,
     ctx: Arc<JobContext>,
     mode: TimeMode,
-    readers: Vec<Box<dyn SplitReader<D>>>,
+    readers: Vec<(u32, Box<dyn SplitReader<D>>)>,
     chunk: usize,
 ) -> Stream<'s, Time, Vec<(EventTime, D)>> {
     let strategy = match mode {
@@ -247,18 +312,58 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
         TimeMode::Processing => WatermarkStrategy::monotonous(),
     };
     source::<_, CapacityContainerBuilder<Vec<(EventTime, D)>>, _, _>(scope, name, move |capability, info| {
-        let activator = scope.activator_for(info.address);
+        let op_name = format!("{name}{:?}", info.address);
+        let activator = scope.activator_for(Rc::clone(&info.address));
         let now = ctx.clock().now_millis();
-        let mut splits: Vec<SplitState<D>> = readers
-            .into_iter()
-            .map(|reader| SplitState {
+        let store = ctx.checkpoints().cloned();
+        let worker = scope.index();
+        let restored: HashMap<u32, SplitCheckpoint> = match &store {
+            Some(store) => store
+                .restored_parts(&op_name)
+                .into_iter()
+                .filter_map(|(i, bytes)| crate::checkpoint::decode(&bytes, &op_name).ok().map(|c| (i, c)))
+                .collect(),
+            None => HashMap::new(),
+        };
+        // Splits already finished at the checkpoint, with what it recorded of them.
+        let mut finished: Vec<(u32, SplitCheckpoint)> = Vec::new();
+        let mut splits: Vec<SplitState<D>> = Vec::new();
+        for (index, mut reader) in readers {
+            let mut watermark = strategy.generator();
+            if let Some(c) = restored.get(&index) {
+                if c.finished {
+                    finished.push((index, *c));
+                    continue;
+                }
+                watermark.restore(c.max_seen);
+                if let Some(p) = c.position {
+                    if let Err(e) = reader.seek(p) {
+                        ctx.fail(e);
+                    }
+                }
+            }
+            if store.is_some() && reader.position().is_none() {
+                ctx.fail(riffle_core::Error::Config(format!(
+                    "{name} split {index} cannot be replayed (a socket or stdin): checkpoints need files or generated data"
+                )));
+            }
+            splits.push(SplitState {
+                index,
                 reader,
-                watermark: strategy.generator(),
+                watermark,
                 last_data: now,
                 idle: false,
-            })
-            .collect();
-        let mut cap = if splits.is_empty() { None } else { Some(capability) };
+            });
+        }
+        let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
+        let mut last_cut = std::time::Instant::now();
+        let mut cap = if splits.is_empty() && finished.is_empty() {
+            None
+        } else {
+            let mut c = capability;
+            c.downgrade(&Time::new(epoch, WATERMARK_MIN));
+            Some(c)
+        };
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             if ctx.is_cancelled() {
@@ -270,7 +375,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
             let mut got_records = false;
             let mut i = 0;
             while i < splits.len() {
-                let mut finished = false;
+                let mut finished_now = false;
                 // Poll this split a bounded number of times, so that downstream operators run
                 // between chunks and the watermark keeps moving.
                 for _ in 0..16 {
@@ -302,12 +407,12 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                         }
                         Ok(SplitPoll::Pending) => break,
                         Ok(SplitPoll::Finished) => {
-                            finished = true;
+                            finished_now = true;
                             break;
                         }
                         Err(e) => {
                             ctx.fail(e);
-                            finished = true;
+                            finished_now = true;
                             break;
                         }
                     }
@@ -316,10 +421,53 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                         break;
                     }
                 }
-                if finished {
-                    splits.swap_remove(i);
+                if finished_now {
+                    let split = splits.swap_remove(i);
+                    finished.push((
+                        split.index,
+                        SplitCheckpoint {
+                            position: split.reader.position(),
+                            finished: true,
+                            max_seen: split.watermark.max_seen(),
+                        },
+                    ));
                 } else {
                     i += 1;
+                }
+            }
+            // Cut the epoch here, between chunks: record every split's position for the
+            // epoch whose records were all emitted, then move on to the next one. The last
+            // cut, once every split has ended, records where they ended.
+            if let Some(store) = &store {
+                if splits.is_empty() || last_cut.elapsed() >= store.config().interval {
+                    let mut parts: Vec<(u32, Vec<u8>)> = Vec::with_capacity(splits.len() + finished.len());
+                    let mut result = Ok(());
+                    for s in &splits {
+                        let c = SplitCheckpoint {
+                            position: s.reader.position(),
+                            finished: false,
+                            max_seen: s.watermark.max_seen(),
+                        };
+                        match crate::checkpoint::encode(&c) {
+                            Ok(b) => parts.push((s.index, b)),
+                            Err(e) => result = Err(e),
+                        }
+                    }
+                    for (i, c) in &finished {
+                        match crate::checkpoint::encode(c) {
+                            Ok(b) => parts.push((*i, b)),
+                            Err(e) => result = Err(e),
+                        }
+                    }
+                    if let Err(e) = result.and_then(|()| store.write(epoch, &op_name, worker, parts)) {
+                        ctx.fail(e);
+                    }
+                    epoch += 1;
+                    last_cut = std::time::Instant::now();
+                    if !splits.is_empty() {
+                        let t = Time::new(epoch, c.time().watermark);
+                        c.downgrade(&t);
+                    }
                 }
             }
             if splits.is_empty() {
@@ -368,14 +516,17 @@ pub(crate) fn open_text_splits(
     workers: usize,
     parser: Option<TimestampParser>,
     ctx: &Arc<JobContext>,
-) -> Vec<Box<dyn SplitReader<String>>> {
-    let mut readers: Vec<Box<dyn SplitReader<String>>> = Vec::new();
+) -> Vec<(u32, Box<dyn SplitReader<String>>)> {
+    let mut readers: Vec<(u32, Box<dyn SplitReader<String>>)> = Vec::new();
     for (i, spec) in splits.iter().enumerate() {
         if i % workers != worker {
             continue;
         }
         match spec.open() {
-            Ok(reader) => readers.push(Box::new(TextSplit::new(reader, parser.clone(), Arc::clone(ctx)))),
+            Ok(reader) => readers.push((
+                i as u32,
+                Box::new(TextSplit::new(spec.clone(), reader, parser.clone(), Arc::clone(ctx))) as Box<dyn SplitReader<String>>,
+            )),
             Err(e) => ctx.fail(e),
         }
     }

@@ -110,7 +110,7 @@ impl<'s> StreamEnv<'s> {
         &mut self,
         name: &str,
         mode: TimeMode,
-        readers: Vec<Box<dyn SplitReader<D>>>,
+        readers: Vec<(u32, Box<dyn SplitReader<D>>)>,
         chunk: usize,
     ) -> DataStream<'s, D> {
         let stream = split_source(self.scope, name, Arc::clone(&self.ctx), mode, readers, chunk);
@@ -130,12 +130,15 @@ impl<'s> StreamEnv<'s> {
         strategy: riffle_core::WatermarkStrategy,
     ) -> DataStream<'s, D> {
         let (me, n) = (self.worker_index(), self.workers());
-        let readers: Vec<Box<dyn SplitReader<D>>> = splits
+        let readers: Vec<(u32, Box<dyn SplitReader<D>>)> = splits
             .into_iter()
             .enumerate()
             .filter(|(i, _)| i % n == me)
-            .map(|(_, records)| {
-                Box::new(crate::source::CollectionSplit::new(records, chunk)) as Box<dyn SplitReader<D>>
+            .map(|(i, records)| {
+                (
+                    i as u32,
+                    Box::new(crate::source::CollectionSplit::new(records, chunk)) as Box<dyn SplitReader<D>>,
+                )
             })
             .collect();
         self.splits("Collection", TimeMode::Event(strategy), readers, chunk)
@@ -334,7 +337,8 @@ impl<'s, D: Data> DataStream<'s, D> {
     /// writes the lines to `sink` batch by batch.
     pub fn write_lines(self, sink: LineSink, mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
         let ctx = Arc::clone(&self.ctx);
-        self.stream
+        let commit_ctx = Arc::clone(&self.ctx);
+        let done = self.stream
             .unary::<VecBuilder<()>, _, _, _>(Pipeline, "LineSink", |_, _| {
                 let mut buffer = Vec::with_capacity(1 << 16);
                 move |input, _output| {
@@ -359,6 +363,18 @@ impl<'s, D: Data> DataStream<'s, D> {
                     buffer.clear();
                 }
             });
+        // With checkpoints, this sink is at least once: it completes checkpoints but commits
+        // nothing.
+        crate::sink::commit_operator(done, commit_ctx, None);
+    }
+
+    /// Writes every record with `format` into files under `dir`, exactly once with
+    /// checkpoints (see [`crate::sink`]): results of an epoch become visible, as
+    /// `dir/part-<epoch>-w<worker>`, when the epoch's checkpoint completes. Call
+    /// [`crate::sink::prepare_output_dir`] before the job starts.
+    pub fn write_committed(self, dir: std::path::PathBuf, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
+        let done = crate::sink::committed_file_sink(self.stream, Arc::clone(&self.ctx), dir.clone(), format);
+        crate::sink::commit_operator(done, self.ctx, Some(dir));
     }
 
     /// Prints every record with `Debug` to stdout, one per line.

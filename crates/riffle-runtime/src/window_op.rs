@@ -21,7 +21,10 @@ use riffle_core::aggregate::Aggregate;
 use riffle_core::count_window::{CountWindowState, CountWindows};
 use riffle_core::key_group::KeyGroup;
 use riffle_core::window::TimeWindows;
-use riffle_core::window_state::{admit_session, admit_sliced, Admission, SessionWindowState, SlicedWindowState};
+use riffle_core::window_state::{
+    admit_session, admit_sliced, Admission, SessionPart, SessionWindowState, SlicedPart, SlicedWindowState,
+};
+use std::collections::BTreeMap;
 use riffle_core::EventTime;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -130,7 +133,10 @@ where
                                             let pane = s.pane_of(ts);
                                             let admission = admit_sliced(&s, ts, wm, lateness);
                                             let slot = if admission == Admission::OnTime {
-                                                match panes.iter().rposition(|p| p.0 == pane) {
+                                                match panes
+                                                    .iter()
+                                                    .rposition(|p| p.0 == pane && p.1.time().epoch == time.epoch)
+                                                {
                                                     Some(i) => i,
                                                     None => {
                                                         panes.push((pane, cap.delayed(&time, port), HashMap::new()));
@@ -206,9 +212,12 @@ where
                     });
                     if let TimeWindows::Sliced(s) = windows {
                         let fwm = frontier_watermark(frontier.frontier().iter());
+                        // A pane of a closed epoch leaves now: the checkpoint of that epoch
+                        // waits for it, and a combiner keeps no state across epochs.
+                        let open_epoch = frontier.frontier().iter().map(|t| t.epoch).min().unwrap_or(u64::MAX);
                         let flush_all = entries > COMBINER_LIMIT;
                         panes.retain_mut(|(pane, cap, map)| {
-                            let ready = flush_all || s.pane_end(*pane) <= fwm;
+                            let ready = flush_all || s.pane_end(*pane) <= fwm || cap.time().epoch < open_epoch;
                             if ready {
                                 let pane = *pane;
                                 entries -= map.len();
@@ -232,47 +241,112 @@ where
 
     let peers = partials.scope().peers();
     let route = Exchange::new(move |p: &Partial<K, A::Acc>| KeyGroup::of(&p.key).worker(peers) as u64);
+    let window_ctx = Arc::clone(&ctx);
+    let worker_index = partials.scope().index();
     let results = partials.unary_frontier::<VecBuilder<(EventTime, WindowResult<K, A::Output>)>, _, _, _>(
         route,
         "Window",
-        move |cap, _info| {
+        move |cap, info| {
+            let ctx = window_ctx;
+            let op_name = format!("Window{:?}", info.address);
+            let worker = worker_index;
             let mut held = vec![cap];
-            let mut state: TimeState<K, D, A> = match windows {
-                TimeWindows::Sliced(s) => TimeState::Sliced(SlicedWindowState::new(s, lateness, agg)),
-                TimeWindows::Session(g) => TimeState::Session(SessionWindowState::new(g, lateness, agg)),
+            let new_state = || match windows {
+                TimeWindows::Sliced(s) => TimeState::Sliced(SlicedWindowState::new(s, lateness, agg.clone())),
+                TimeWindows::Session(g) => TimeState::Session(SessionWindowState::new(g, lateness, agg.clone())),
             };
+            let mut state: TimeState<K, D, A> = new_state();
             let mut out: Vec<(EventTime, WindowResult<K, A::Output>)> = Vec::new();
+            let store = ctx.checkpoints().cloned();
+            let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
+            // Records of epochs after the open one wait here until it closes (alignment).
+            let mut pending: BTreeMap<u64, Vec<Partial<K, A::Acc>>> = BTreeMap::new();
+            if let Some(store) = &store {
+                let parts = store.restored_parts(&op_name);
+                let result = restore_window_state(&mut state, &new_state, parts, &op_name, worker, peers, &mut out);
+                if let Err(e) = result {
+                    ctx.fail(e);
+                }
+            }
+            let mut dirty = true;
             move |(input, frontier), output| {
-                input.for_each(|_cap, data| {
-                    for p in data.drain(..) {
-                        match (&mut state, p.staged_at) {
-                            (TimeState::Sliced(st), None) => st.add_on_time(p.slot, p.key, p.acc),
-                            (TimeState::Sliced(st), Some(at)) => st.stage(at, p.slot, p.key, p.acc),
-                            (TimeState::Session(st), None) => st.add_on_time(p.key, p.slot, p.acc),
-                            (TimeState::Session(st), Some(at)) => st.stage(at, p.key, p.slot, p.acc),
+                let Some(store) = &store else {
+                    input.for_each(|_cap, data| {
+                        for p in data.drain(..) {
+                            apply_partial(&mut state, p);
                         }
+                    });
+                    let wm = frontier_watermark(frontier.frontier().iter());
+                    fire_windows(&mut state, wm, &mut out);
+                    if !out.is_empty() {
+                        if let Some(c) = held.first() {
+                            output.session(c).give_iterator(out.drain(..));
+                        }
+                        out.clear();
+                    }
+                    hold_frontier(&mut held, frontier.frontier());
+                    return;
+                };
+                input.for_each(|cap, data| {
+                    let e = message_time(&cap).epoch;
+                    if e <= epoch {
+                        dirty |= !data.is_empty();
+                        for p in data.drain(..) {
+                            apply_partial(&mut state, p);
+                        }
+                    } else {
+                        pending.entry(e).or_default().append(data);
                     }
                 });
-                let wm = frontier_watermark(frontier.frontier().iter());
-                let mut emit = |w: riffle_core::Window, k: &K, r: A::Output| {
-                    out.push((
-                        w.max_timestamp(),
-                        WindowResult {
-                            window: w,
-                            key: k.clone(),
-                            value: r,
-                        },
-                    ));
-                };
-                match &mut state {
-                    TimeState::Sliced(st) => st.advance(wm, &mut emit),
-                    TimeState::Session(st) => st.advance(wm, &mut emit),
+                let open = frontier.frontier().iter().map(|t| t.epoch).min();
+                let last = open.unwrap_or_else(|| pending.keys().next_back().copied().unwrap_or(epoch).max(epoch));
+                // Close every epoch the frontier has passed: its records are all here.
+                while epoch < last {
+                    if let Some(records) = pending.remove(&epoch) {
+                        dirty = true;
+                        for p in records {
+                            apply_partial(&mut state, p);
+                        }
+                    }
+                    if dirty {
+                        if let Err(e) = snapshot_window_state(&state, store, epoch, &op_name, worker) {
+                            ctx.fail(e);
+                        }
+                        dirty = false;
+                    }
+                    epoch += 1;
                 }
+                if let Some(records) = pending.remove(&epoch) {
+                    dirty = true;
+                    for p in records {
+                        apply_partial(&mut state, p);
+                    }
+                }
+                // Results leave in the open epoch: move the held capabilities there first.
+                for c in held.iter_mut() {
+                    if c.time().epoch < epoch {
+                        let t = Time::new(epoch, c.time().watermark);
+                        c.downgrade(&t);
+                    }
+                }
+                let wm = frontier_watermark(frontier.frontier().iter());
+                let before = out.len();
+                fire_windows(&mut state, wm, &mut out);
+                dirty |= out.len() > before;
                 if !out.is_empty() {
                     if let Some(c) = held.first() {
                         output.session(c).give_iterator(out.drain(..));
                     }
                     out.clear();
+                }
+                if open.is_none() {
+                    // The end: the last epoch's snapshot includes the final firing.
+                    if dirty {
+                        if let Err(e) = snapshot_window_state(&state, store, epoch, &op_name, worker) {
+                            ctx.fail(e);
+                        }
+                        dirty = false;
+                    }
                 }
                 hold_frontier(&mut held, frontier.frontier());
             }
@@ -287,6 +361,157 @@ where
     )
 }
 
+fn apply_partial<K: Key, D, A: Aggregate<D>>(state: &mut TimeState<K, D, A>, p: Partial<K, A::Acc>) {
+    match (state, p.staged_at) {
+        (TimeState::Sliced(st), None) => st.add_on_time(p.slot, p.key, p.acc),
+        (TimeState::Sliced(st), Some(at)) => st.stage(at, p.slot, p.key, p.acc),
+        (TimeState::Session(st), None) => st.add_on_time(p.key, p.slot, p.acc),
+        (TimeState::Session(st), Some(at)) => st.stage(at, p.key, p.slot, p.acc),
+    }
+}
+
+fn fire_windows<K: Key, D, A: Aggregate<D>>(
+    state: &mut TimeState<K, D, A>,
+    wm: i64,
+    out: &mut Vec<(EventTime, WindowResult<K, A::Output>)>,
+) {
+    let mut emit = |w: riffle_core::Window, k: &K, r: A::Output| {
+        out.push((
+            w.max_timestamp(),
+            WindowResult {
+                window: w,
+                key: k.clone(),
+                value: r,
+            },
+        ));
+    };
+    match state {
+        TimeState::Sliced(st) => st.advance(wm, &mut emit),
+        TimeState::Session(st) => st.advance(wm, &mut emit),
+    }
+}
+
+fn group_of<K: Key>(k: &K) -> u32 {
+    u32::from(KeyGroup::of(k).0)
+}
+
+fn snapshot_window_state<K: Key, D, A: Aggregate<D>>(
+    state: &TimeState<K, D, A>,
+    store: &crate::checkpoint::CheckpointStore,
+    epoch: u64,
+    op_name: &str,
+    worker: usize,
+) -> riffle_core::Result<()> {
+    let mut parts = Vec::new();
+    match state {
+        TimeState::Sliced(st) => {
+            for (g, part) in st.snapshot(group_of) {
+                parts.push((g, crate::checkpoint::encode(&part)?));
+            }
+            // A state without keys still records how far it fired.
+            if parts.is_empty() {
+                let empty: SlicedPart<K, A::Acc> = SlicedPart {
+                    fired_up_to: st.fired_up_to(),
+                    panes: Vec::new(),
+                    staged: Vec::new(),
+                };
+                parts.push((u32::MAX, crate::checkpoint::encode(&empty)?));
+            }
+        }
+        TimeState::Session(st) => {
+            for (g, part) in st.snapshot(group_of) {
+                parts.push((g, crate::checkpoint::encode(&part)?));
+            }
+            if parts.is_empty() {
+                let empty: SessionPart<K, A::Acc> = SessionPart {
+                    watermark: st.watermark(),
+                    sessions: Vec::new(),
+                    staged: Vec::new(),
+                };
+                parts.push((u32::MAX, crate::checkpoint::encode(&empty)?));
+            }
+        }
+    }
+    store.write(epoch, op_name, worker, parts)
+}
+
+/// Restores the key groups this worker owns. Parts written by different workers may have
+/// fired up to different watermarks; the state takes the highest, and the groups that were
+/// behind fire their windows up to it now (into `out`), as their old worker would have.
+fn restore_window_state<K: Key, D, A: Aggregate<D>>(
+    state: &mut TimeState<K, D, A>,
+    new_state: &dyn Fn() -> TimeState<K, D, A>,
+    parts: Vec<(u32, Vec<u8>)>,
+    op_name: &str,
+    worker: usize,
+    peers: usize,
+    out: &mut Vec<(EventTime, WindowResult<K, A::Output>)>,
+) -> riffle_core::Result<()> {
+    let mine = |g: u32| g != u32::MAX && KeyGroup(g as u16).worker(peers) == worker;
+    match state {
+        TimeState::Sliced(st) => {
+            let mut by_mark: BTreeMap<i64, Vec<SlicedPart<K, A::Acc>>> = BTreeMap::new();
+            let mut highest = i64::MIN;
+            for (g, bytes) in parts {
+                let part: SlicedPart<K, A::Acc> = crate::checkpoint::decode(&bytes, op_name)?;
+                highest = highest.max(part.fired_up_to);
+                if mine(g) {
+                    by_mark.entry(part.fired_up_to).or_default().push(part);
+                }
+            }
+            for (mark, parts) in by_mark {
+                let TimeState::Sliced(mut tmp) = new_state() else { continue };
+                for p in parts {
+                    tmp.restore(p);
+                }
+                debug_assert_eq!(tmp.fired_up_to(), mark);
+                let mut emitted = TimeState::Sliced(tmp);
+                fire_windows(&mut emitted, highest, out);
+                if let TimeState::Sliced(tmp) = emitted {
+                    st.absorb(tmp);
+                }
+            }
+            if highest > i64::MIN {
+                st.restore(SlicedPart {
+                    fired_up_to: highest,
+                    panes: Vec::new(),
+                    staged: Vec::new(),
+                });
+            }
+        }
+        TimeState::Session(st) => {
+            let mut by_mark: BTreeMap<i64, Vec<SessionPart<K, A::Acc>>> = BTreeMap::new();
+            let mut highest = i64::MIN;
+            for (g, bytes) in parts {
+                let part: SessionPart<K, A::Acc> = crate::checkpoint::decode(&bytes, op_name)?;
+                highest = highest.max(part.watermark);
+                if mine(g) {
+                    by_mark.entry(part.watermark).or_default().push(part);
+                }
+            }
+            for (_mark, parts) in by_mark {
+                let TimeState::Session(mut tmp) = new_state() else { continue };
+                for p in parts {
+                    tmp.restore(p);
+                }
+                let mut emitted = TimeState::Session(tmp);
+                fire_windows(&mut emitted, highest, out);
+                if let TimeState::Session(tmp) = emitted {
+                    st.absorb(tmp);
+                }
+            }
+            if highest > i64::MIN {
+                st.restore(SessionPart {
+                    watermark: highest,
+                    sessions: Vec::new(),
+                    staged: Vec::new(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn count_window<'s, K: Key, D: Data, A>(
     keyed: KeyedStream<'s, K, D>,
     shape: CountWindows,
@@ -297,6 +522,9 @@ where
     A::Output: Data,
 {
     let ctx = Arc::clone(&keyed.stream.ctx);
+    if ctx.checkpoints().is_some() {
+        ctx.fail(riffle_core::Error::Config("count windows do not support checkpoints yet".into()));
+    }
     let peers = keyed.stream.stream.scope().peers();
     let route_key = keyed.key.clone();
     let key_fn = keyed.key;
