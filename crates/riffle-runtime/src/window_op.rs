@@ -322,11 +322,16 @@ where
                         apply_partial(&mut state, p);
                     }
                 }
-                // Results leave in the open epoch: move the held capabilities there first.
-                for c in held.iter_mut() {
-                    if c.time().epoch < epoch {
-                        let t = Time::new(epoch, c.time().watermark);
-                        c.downgrade(&t);
+                // Results leave in the open epoch: move the held capabilities there first (at
+                // the end, to the last epoch, whose snapshot follows the final firing).
+                if open.is_some() {
+                    hold_frontier(&mut held, frontier.frontier());
+                } else {
+                    for c in held.iter_mut() {
+                        if c.time().epoch < epoch {
+                            let t = Time::new(epoch, c.time().watermark);
+                            c.downgrade(&t);
+                        }
                     }
                 }
                 let wm = frontier_watermark(frontier.frontier().iter());
