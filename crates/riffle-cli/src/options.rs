@@ -135,7 +135,9 @@ impl ResultSink {
                     return Err(Error::Config("use either --output or --sink".into()));
                 }
                 let dir = uri.strip_prefix("file://").ok_or_else(|| {
-                    Error::Config(format!("--sink: expected file://DIR, got '{uri}' (Kafka sinks come later)"))
+                    Error::Config(format!(
+                        "--sink: expected file://DIR, got '{uri}' (Kafka sinks come later)"
+                    ))
                 })?;
                 let dir = std::path::PathBuf::from(dir);
                 riffle_runtime::sink::prepare_output_dir(&dir, restored_epoch)?;
@@ -224,11 +226,12 @@ impl SourceArgs {
         if let Some(dir) = &self.checkpoint_dir {
             let interval = riffle_core::duration::parse_millis(&self.checkpoint_interval)
                 .map_err(|e| Error::Config(format!("--checkpoint-interval: {e}")))?;
-            let store = riffle_runtime::checkpoint::CheckpointStore::open(riffle_runtime::checkpoint::CheckpointConfig {
-                dir: dir.clone(),
-                interval: std::time::Duration::from_millis(interval.max(1) as u64),
-                retain: self.retain_checkpoints.max(2),
-            })?;
+            let store =
+                riffle_runtime::checkpoint::CheckpointStore::open(riffle_runtime::checkpoint::CheckpointConfig {
+                    dir: dir.clone(),
+                    interval: std::time::Duration::from_millis(interval.max(1) as u64),
+                    retain: self.retain_checkpoints.max(2),
+                })?;
             restored_epoch = store.restored_epoch();
             if let Some(e) = restored_epoch {
                 tracing::warn!("resuming from checkpoint {e} in {}", dir.display());

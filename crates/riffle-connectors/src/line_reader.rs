@@ -70,7 +70,10 @@ impl SplitSpec {
     pub fn open_at(&self, position: Option<SplitPosition>) -> Result<Box<dyn LineReader>> {
         let origin: Arc<str> = self.name().into();
         if position.is_some() && !self.is_bounded_by_nature() {
-            return Err(Error::Config(format!("{} cannot be read again from a checkpointed position", self.name())));
+            return Err(Error::Config(format!(
+                "{} cannot be read again from a checkpointed position",
+                self.name()
+            )));
         }
         match self {
             SplitSpec::File(path) => {
@@ -79,18 +82,23 @@ impl SplitSpec {
                     path: path.clone(),
                     source,
                 })?;
-                let mut reader = BlockingLines::new(origin, file.try_clone().map_err(|source| Error::Io {
-                    what: "cannot open",
-                    path: path.clone(),
-                    source,
-                })?, path.clone());
-                if let Some(p) = position {
-                    use std::io::Seek;
-                    file.seek(std::io::SeekFrom::Start(p.offset)).map_err(|source| Error::Io {
-                        what: "cannot seek in",
+                let mut reader = BlockingLines::new(
+                    origin,
+                    file.try_clone().map_err(|source| Error::Io {
+                        what: "cannot open",
                         path: path.clone(),
                         source,
-                    })?;
+                    })?,
+                    path.clone(),
+                );
+                if let Some(p) = position {
+                    use std::io::Seek;
+                    file.seek(std::io::SeekFrom::Start(p.offset))
+                        .map_err(|source| Error::Io {
+                            what: "cannot seek in",
+                            path: path.clone(),
+                            source,
+                        })?;
                     reader.base = p.offset;
                     reader.next_line = p.line;
                 }
@@ -407,7 +415,9 @@ mod position_tests {
     fn reading_from_a_position_continues_exactly_where_it_was_taken() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.txt");
-        let text: String = (0..5000).map(|i| format!("line {i} {}\n", "x".repeat(i % 70))).collect();
+        let text: String = (0..5000)
+            .map(|i| format!("line {i} {}\n", "x".repeat(i % 70)))
+            .collect();
         std::fs::write(&path, &text).unwrap();
         let spec = SplitSpec::File(path);
         let mut all = Vec::new();

@@ -152,7 +152,10 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
         for (&at, updates) in &self.staged {
             let mut by_group: BTreeMap<u32, Vec<(EventTime, K, A::Acc)>> = BTreeMap::new();
             for (pane, k, acc) in updates {
-                by_group.entry(group(k)).or_default().push((*pane, k.clone(), acc.clone()));
+                by_group
+                    .entry(group(k))
+                    .or_default()
+                    .push((*pane, k.clone(), acc.clone()));
             }
             for (g, entries) in by_group {
                 out.entry(g).or_insert_with(new_part).staged.push((at, entries));
@@ -401,12 +404,18 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
         };
         let mut out: BTreeMap<u32, SessionPart<K, A::Acc>> = BTreeMap::new();
         for (k, list) in &self.sessions {
-            out.entry(group(k)).or_insert_with(new_part).sessions.push((k.clone(), list.clone()));
+            out.entry(group(k))
+                .or_insert_with(new_part)
+                .sessions
+                .push((k.clone(), list.clone()));
         }
         for (&at, updates) in &self.staged {
             let mut by_group: BTreeMap<u32, Vec<(EventTime, K, A::Acc)>> = BTreeMap::new();
             for (ts, k, acc) in updates {
-                by_group.entry(group(k)).or_default().push((*ts, k.clone(), acc.clone()));
+                by_group
+                    .entry(group(k))
+                    .or_default()
+                    .push((*ts, k.clone(), acc.clone()));
             }
             for (g, entries) in by_group {
                 out.entry(g).or_insert_with(new_part).staged.push((at, entries));

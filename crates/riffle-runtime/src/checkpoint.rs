@@ -103,7 +103,10 @@ fn open_sealed<'a>(magic: &[u8; 4], bytes: &'a [u8], what: &Path) -> Result<&'a 
         return Err(bad("not a riffle checkpoint file"));
     }
     if bytes[4] != VERSION {
-        return Err(bad(&format!("format version {} (this build reads {VERSION})", bytes[4])));
+        return Err(bad(&format!(
+            "format version {} (this build reads {VERSION})",
+            bytes[4]
+        )));
     }
     let (body, sum) = bytes.split_at(bytes.len() - 8);
     let mut s = [0u8; 8];
@@ -142,7 +145,13 @@ fn parse_epoch_dir(name: &str) -> Option<u64> {
 fn file_name(operator: &str, worker: usize) -> String {
     let safe: String = operator
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{safe}.w{worker}")
 }
@@ -311,7 +320,8 @@ impl CheckpointStore {
             epoch,
             files: newest.into_values().collect(),
         };
-        let body = bincode::serialize(&manifest).map_err(|e| Error::Execution(format!("cannot encode a manifest: {e}")))?;
+        let body =
+            bincode::serialize(&manifest).map_err(|e| Error::Execution(format!("cannot encode a manifest: {e}")))?;
         let dir = epoch_dir(root, epoch);
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
             what: "cannot create",
@@ -360,6 +370,29 @@ impl CheckpointStore {
     }
 }
 
+thread_local! {
+    /// Stateful operators built so far in this worker's dataflow (see [`stateful_name`]).
+    static STATEFUL_OPERATORS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts naming the stateful operators of a new dataflow on this worker thread.
+pub(crate) fn reset_stateful_names() {
+    STATEFUL_OPERATORS.with(|c| c.set(0));
+}
+
+/// A name for the next stateful operator of this worker's dataflow: its kind and its rank
+/// among the stateful operators, in the order the job builds them. Unlike timely's operator
+/// addresses it does not change when stateless operators come and go (a `rebalance` appears
+/// only with more workers than splits), so a checkpoint restores onto another worker count.
+pub(crate) fn stateful_name(kind: &str) -> String {
+    let n = STATEFUL_OPERATORS.with(|c| {
+        let n = c.get();
+        c.set(n + 1);
+        n
+    });
+    format!("{kind}-{n}")
+}
+
 /// Encodes a snapshot part.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     bincode::serialize(value).map_err(|e| Error::Execution(format!("cannot encode a snapshot: {e}")))
@@ -388,7 +421,9 @@ mod tests {
         let store = CheckpointStore::open(config(dir.path())).expect("open");
         let sink = store.register_sink();
         for epoch in 0..3u64 {
-            store.write(epoch, "op", 0, vec![(7, vec![epoch as u8; 10])]).expect("write");
+            store
+                .write(epoch, "op", 0, vec![(7, vec![epoch as u8; 10])])
+                .expect("write");
             assert_eq!(store.sink_complete(sink, epoch).expect("complete"), Some(epoch));
         }
         let restored = CheckpointStore::open(config(dir.path())).expect("reopen");

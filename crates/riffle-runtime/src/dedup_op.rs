@@ -31,7 +31,9 @@ pub(crate) fn dedup<'s, K: Key, D: Data>(
     Deduplicator::new(within, expected_keys, fp_rate).map_err(|e| riffle_core::Error::Config(e.to_string()))?;
     let ctx = Arc::clone(&keyed.stream.ctx);
     if ctx.checkpoints().is_some() {
-        return Err(riffle_core::Error::Config("deduplication does not support checkpoints yet".into()));
+        return Err(riffle_core::Error::Config(
+            "deduplication does not support checkpoints yet".into(),
+        ));
     }
     let peers = keyed.stream.stream.scope().peers();
     let route_key = keyed.key.clone();

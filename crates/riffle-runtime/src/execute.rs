@@ -211,6 +211,7 @@ where
     let (allocators, others) = config.allocators()?;
     let guards = timely::execute::execute_from(allocators, others, timely::WorkerConfig::default(), move |worker| {
         let ctx = Arc::clone(&worker_ctx);
+        crate::checkpoint::reset_stateful_names();
         worker.dataflow::<Time, _, _>(|scope| {
             let mut env = StreamEnv::new(scope, ctx);
             build(&mut env);

@@ -125,7 +125,9 @@ where
 {
     let ctx = Arc::clone(&left.stream.ctx);
     if ctx.checkpoints().is_some() {
-        ctx.fail(riffle_core::Error::Config(format!("{name} does not support checkpoints yet")));
+        ctx.fail(riffle_core::Error::Config(format!(
+            "{name} does not support checkpoints yet"
+        )));
     }
     let peers = left.stream.stream.scope().peers();
     let (lk, rk) = (left.key.clone(), right.key.clone());

@@ -75,7 +75,10 @@ pub fn prepare_output_dir(dir: &Path, restored_epoch: Option<u64>) -> Result<()>
 /// pending files are deleted).
 fn commit_pending(dir: &Path, upto: Option<u64>) -> Result<()> {
     let pending = pending_dir(dir);
-    for entry in std::fs::read_dir(&pending).map_err(io("cannot list", &pending))?.filter_map(|e| e.ok()) {
+    for entry in std::fs::read_dir(&pending)
+        .map_err(io("cannot list", &pending))?
+        .filter_map(|e| e.ok())
+    {
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(epoch) = parse_part(&name) else { continue };
         if upto.is_some_and(|u| epoch <= u) {
@@ -91,7 +94,10 @@ fn commit_pending(dir: &Path, upto: Option<u64>) -> Result<()> {
 /// Commits pending files of epochs `≤ upto` (others stay pending).
 fn commit_upto(dir: &Path, upto: u64) -> Result<()> {
     let pending = pending_dir(dir);
-    for entry in std::fs::read_dir(&pending).map_err(io("cannot list", &pending))?.filter_map(|e| e.ok()) {
+    for entry in std::fs::read_dir(&pending)
+        .map_err(io("cannot list", &pending))?
+        .filter_map(|e| e.ok())
+    {
         let name = entry.file_name().to_string_lossy().to_string();
         if parse_part(&name).is_some_and(|e| e <= upto) {
             let target = dir.join(&name);
@@ -109,12 +115,15 @@ pub(crate) fn committed_file_sink<'s, D: crate::stream::Data>(
     mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static,
 ) -> Stream<'s, Time, Vec<()>> {
     let worker = stream.scope().index();
+    // Results of a resumed run belong to its epochs, even those produced before the sources
+    // have moved the frontier there (epochs before the restored checkpoint are committed).
+    let first_epoch = ctx.checkpoints().map_or(0, |s| s.start_epoch());
     stream.unary_frontier::<VecBuilder<()>, _, _, _>(Pipeline, "CommittedFileSink", move |cap, _info| {
         let mut held = vec![cap];
         let mut buffers: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut files: BTreeMap<u64, std::fs::File> = BTreeMap::new();
         let pending = pending_dir(&dir);
-        move |(input, frontier), _output| {
+        move |(input, frontier), output| {
             let write = |epoch: u64, bytes: &mut Vec<u8>, files: &mut BTreeMap<u64, std::fs::File>| -> Result<()> {
                 if bytes.is_empty() {
                     return Ok(());
@@ -135,7 +144,10 @@ pub(crate) fn committed_file_sink<'s, D: crate::stream::Data>(
                 Ok(())
             };
             input.for_each(|cap, data| {
-                let epoch = crate::window_op::message_time(&cap).epoch;
+                let epoch = crate::window_op::message_time(&cap).epoch.max(first_epoch);
+                // Tell the commit operator this epoch has results (it may never see the epoch
+                // in its frontier if the job ends right after).
+                output.session(&cap).give(());
                 ctx.metrics()
                     .records_out
                     .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -149,9 +161,19 @@ pub(crate) fn committed_file_sink<'s, D: crate::stream::Data>(
                     }
                 }
             });
-            let open = frontier.frontier().iter().map(|t| t.epoch).min().unwrap_or(u64::MAX);
+            let open = frontier
+                .frontier()
+                .iter()
+                .map(|t| t.epoch.max(first_epoch))
+                .min()
+                .unwrap_or(u64::MAX);
             // Pre-commit every epoch the frontier has passed: write, sync, close.
-            let closed: Vec<u64> = buffers.keys().chain(files.keys()).copied().filter(|e| *e < open).collect();
+            let closed: Vec<u64> = buffers
+                .keys()
+                .chain(files.keys())
+                .copied()
+                .filter(|e| *e < open)
+                .collect();
             for epoch in closed {
                 if let Some(mut buffer) = buffers.remove(&epoch) {
                     if let Err(e) = write(epoch, &mut buffer, &mut files) {
@@ -196,30 +218,37 @@ pub(crate) fn commit_operator(done: Stream<'_, Time, Vec<()>>, ctx: Arc<JobConte
         return;
     };
     let sink_id = (worker == 0).then(|| store.register_sink());
-    done.unary_frontier::<VecBuilder<()>, _, _, _>(Exchange::new(|_: &()| 0), "CheckpointCommit", move |_cap, _info| {
-        let mut last_open = store.start_epoch();
-        move |(input, frontier), _output| {
-            input.for_each(|_cap, data| data.clear());
-            let Some(id) = sink_id else { return };
-            let open = frontier.frontier().iter().map(|t| t.epoch).min();
-            let complete = match open {
-                Some(e) => {
-                    last_open = last_open.max(e);
-                    e.checked_sub(1)
+    done.unary_frontier::<VecBuilder<()>, _, _, _>(
+        Exchange::new(|_: &()| 0),
+        "CheckpointCommit",
+        move |_cap, _info| {
+            let mut last_open = store.start_epoch();
+            move |(input, frontier), _output| {
+                input.for_each(|cap, data| {
+                    last_open = last_open.max(crate::window_op::message_time(&cap).epoch);
+                    data.clear();
+                });
+                let Some(id) = sink_id else { return };
+                let open = frontier.frontier().iter().map(|t| t.epoch).min();
+                let complete = match open {
+                    Some(e) => {
+                        last_open = last_open.max(e);
+                        e.checked_sub(1)
+                    }
+                    // The end of the job: the last open epoch is complete too.
+                    None => Some(last_open),
+                };
+                let Some(epoch) = complete else { return };
+                if epoch < store.start_epoch() {
+                    return;
                 }
-                // The end of the job: the last open epoch is complete too.
-                None => Some(last_open),
-            };
-            let Some(epoch) = complete else { return };
-            if epoch < store.start_epoch() {
-                return;
+                match complete_checkpoint(&store, id, epoch, commit_dir.as_deref()) {
+                    Ok(()) => {}
+                    Err(e) => ctx.fail(e),
+                }
             }
-            match complete_checkpoint(&store, id, epoch, commit_dir.as_deref()) {
-                Ok(()) => {}
-                Err(e) => ctx.fail(e),
-            }
-        }
-    });
+        },
+    );
 }
 
 fn complete_checkpoint(store: &CheckpointStore, id: usize, epoch: u64, commit_dir: Option<&Path>) -> Result<()> {

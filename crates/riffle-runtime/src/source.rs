@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use riffle_connectors::line_reader::LineChunk;
 use riffle_connectors::{LineReader, Poll, SplitPosition, SplitSpec};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use riffle_core::time::WATERMARK_MIN;
 use riffle_core::{EventTime, Result, WatermarkGenerator, WatermarkStrategy};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
@@ -59,7 +59,9 @@ pub trait SplitReader<D> {
     }
     /// Continues from a checkpointed position.
     fn seek(&mut self, _position: SplitPosition) -> Result<()> {
-        Err(riffle_core::Error::Config("this split cannot be read again from a checkpoint".into()))
+        Err(riffle_core::Error::Config(
+            "this split cannot be read again from a checkpoint".into(),
+        ))
     }
 }
 
@@ -158,7 +160,12 @@ pub struct TextSplit {
 
 impl TextSplit {
     /// A text split of `spec` read by `reader`; `parser` is `None` in processing-time mode.
-    pub fn new(spec: SplitSpec, reader: Box<dyn LineReader>, parser: Option<TimestampParser>, ctx: Arc<JobContext>) -> Self {
+    pub fn new(
+        spec: SplitSpec,
+        reader: Box<dyn LineReader>,
+        parser: Option<TimestampParser>,
+        ctx: Arc<JobContext>,
+    ) -> Self {
         TextSplit {
             reader,
             spec,
@@ -311,8 +318,8 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
         TimeMode::Event(s) => s,
         TimeMode::Processing => WatermarkStrategy::monotonous(),
     };
+    let op_name = crate::checkpoint::stateful_name(name);
     source::<_, CapacityContainerBuilder<Vec<(EventTime, D)>>, _, _>(scope, name, move |capability, info| {
-        let op_name = format!("{name}{:?}", info.address);
         let activator = scope.activator_for(Rc::clone(&info.address));
         let now = ctx.clock().now_millis();
         let store = ctx.checkpoints().cloned();
@@ -525,7 +532,8 @@ pub(crate) fn open_text_splits(
         match spec.open() {
             Ok(reader) => readers.push((
                 i as u32,
-                Box::new(TextSplit::new(spec.clone(), reader, parser.clone(), Arc::clone(ctx))) as Box<dyn SplitReader<String>>,
+                Box::new(TextSplit::new(spec.clone(), reader, parser.clone(), Arc::clone(ctx)))
+                    as Box<dyn SplitReader<String>>,
             )),
             Err(e) => ctx.fail(e),
         }

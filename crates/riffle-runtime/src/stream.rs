@@ -338,11 +338,14 @@ impl<'s, D: Data> DataStream<'s, D> {
     pub fn write_lines(self, sink: LineSink, mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
         let ctx = Arc::clone(&self.ctx);
         let commit_ctx = Arc::clone(&self.ctx);
-        let done = self.stream
+        let done = self
+            .stream
             .unary::<VecBuilder<()>, _, _, _>(Pipeline, "LineSink", |_, _| {
                 let mut buffer = Vec::with_capacity(1 << 16);
-                move |input, _output| {
-                    input.for_each(|_cap, data| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        // One token per message: the commit operator learns the epochs.
+                        output.session(&cap).give(());
                         ctx.metrics()
                             .records_out
                             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);

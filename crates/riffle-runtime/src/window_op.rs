@@ -24,9 +24,9 @@ use riffle_core::window::TimeWindows;
 use riffle_core::window_state::{
     admit_session, admit_sliced, Admission, SessionPart, SessionWindowState, SlicedPart, SlicedWindowState,
 };
-use std::collections::BTreeMap;
 use riffle_core::EventTime;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::OkErr;
@@ -243,12 +243,12 @@ where
     let route = Exchange::new(move |p: &Partial<K, A::Acc>| KeyGroup::of(&p.key).worker(peers) as u64);
     let window_ctx = Arc::clone(&ctx);
     let worker_index = partials.scope().index();
+    let op_name = crate::checkpoint::stateful_name("Window");
     let results = partials.unary_frontier::<VecBuilder<(EventTime, WindowResult<K, A::Output>)>, _, _, _>(
         route,
         "Window",
-        move |cap, info| {
+        move |cap, _info| {
             let ctx = window_ctx;
-            let op_name = format!("Window{:?}", info.address);
             let worker = worker_index;
             let mut held = vec![cap];
             let new_state = || match windows {
@@ -465,7 +465,9 @@ fn restore_window_state<K: Key, D, A: Aggregate<D>>(
                 }
             }
             for (mark, parts) in by_mark {
-                let TimeState::Sliced(mut tmp) = new_state() else { continue };
+                let TimeState::Sliced(mut tmp) = new_state() else {
+                    continue;
+                };
                 for p in parts {
                     tmp.restore(p);
                 }
@@ -495,7 +497,9 @@ fn restore_window_state<K: Key, D, A: Aggregate<D>>(
                 }
             }
             for (_mark, parts) in by_mark {
-                let TimeState::Session(mut tmp) = new_state() else { continue };
+                let TimeState::Session(mut tmp) = new_state() else {
+                    continue;
+                };
                 for p in parts {
                     tmp.restore(p);
                 }
@@ -528,7 +532,9 @@ where
 {
     let ctx = Arc::clone(&keyed.stream.ctx);
     if ctx.checkpoints().is_some() {
-        ctx.fail(riffle_core::Error::Config("count windows do not support checkpoints yet".into()));
+        ctx.fail(riffle_core::Error::Config(
+            "count windows do not support checkpoints yet".into(),
+        ));
     }
     let peers = keyed.stream.stream.scope().peers();
     let route_key = keyed.key.clone();
