@@ -182,6 +182,19 @@ impl CheckpointStore {
             }
         }
         let start_epoch = restored.as_ref().map_or(0, |r| r.epoch + 1);
+        // Directories of later epochs hold files of an interrupted run (or a checkpoint that
+        // could not be restored): this run writes those epochs again, and its manifests must
+        // not pick up a stale file (say, of a worker this run does not have).
+        for epoch in Self::epochs(&config.dir)? {
+            if epoch >= start_epoch {
+                let dir = epoch_dir(&config.dir, epoch);
+                std::fs::remove_dir_all(&dir).map_err(|source| Error::Io {
+                    what: "cannot remove",
+                    path: dir,
+                    source,
+                })?;
+            }
+        }
         Ok(CheckpointStore {
             config,
             restored,

@@ -51,8 +51,10 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 /// Makes the output directory consistent with the checkpoint being restored (or with a fresh
-/// start): commits pending files of restored epochs, deletes those of later ones. A fresh
-/// start refuses a directory that already holds committed results.
+/// start): commits pending files of restored epochs, deletes those of later ones, and deletes
+/// committed files of later epochs too (recovery fell back past a corrupt checkpoint; those
+/// epochs are replayed and written again). A fresh start refuses a directory that already
+/// holds committed results.
 pub fn prepare_output_dir(dir: &Path, restored_epoch: Option<u64>) -> Result<()> {
     let pending = pending_dir(dir);
     std::fs::create_dir_all(&pending).map_err(io("cannot create", &pending))?;
@@ -68,7 +70,20 @@ pub fn prepare_output_dir(dir: &Path, restored_epoch: Option<u64>) -> Result<()>
             )));
         }
     }
-    commit_pending(dir, restored_epoch)
+    commit_pending(dir, restored_epoch)?;
+    if let Some(restored) = restored_epoch {
+        for entry in std::fs::read_dir(dir)
+            .map_err(io("cannot list", dir))?
+            .filter_map(|e| e.ok())
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if parse_part(&name).is_some_and(|e| e > restored) {
+                tracing::warn!("{name} is past the restored checkpoint {restored}: it will be written again");
+                std::fs::remove_file(entry.path()).map_err(io("cannot remove", &entry.path()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Renames pending files of epochs `≤ upto` into place and deletes later ones (`None`: all
