@@ -108,6 +108,9 @@ pub struct SlicedWindowState<K, D, A: Aggregate<D>> {
     _records: std::marker::PhantomData<fn(D)>,
 }
 
+/// Staged updates (slot, key, partial aggregate) by the watermark they arrived with.
+pub type StagedUpdates<K, Acc> = Vec<(Watermark, Vec<(EventTime, K, Acc)>)>;
+
 /// The part of a [`SlicedWindowState`] that belongs to one key group, for checkpoints.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SlicedPart<K, Acc> {
@@ -116,7 +119,7 @@ pub struct SlicedPart<K, Acc> {
     /// Per pane, the keys' partial aggregates.
     pub panes: Vec<(EventTime, Vec<(K, Acc)>)>,
     /// Staged updates by watermark.
-    pub staged: Vec<(Watermark, Vec<(EventTime, K, Acc)>)>,
+    pub staged: StagedUpdates<K, Acc>,
 }
 
 /// The part of a [`SessionWindowState`] that belongs to one key group, for checkpoints.
@@ -127,7 +130,7 @@ pub struct SessionPart<K, Acc> {
     /// Each key's sessions.
     pub sessions: Vec<(K, Vec<Session<Acc>>)>,
     /// Staged updates by watermark.
-    pub staged: Vec<(Watermark, Vec<(EventTime, K, Acc)>)>,
+    pub staged: StagedUpdates<K, Acc>,
 }
 
 impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {

@@ -296,7 +296,7 @@ impl CheckpointStore {
     pub(crate) fn sink_complete(&self, id: usize, epoch: u64) -> Result<Option<u64>> {
         let mut c = self.completion.lock().unwrap_or_else(|p| p.into_inner());
         c.sinks.insert(id, Some(epoch));
-        let Some(all) = c.sinks.values().map(|e| *e).min().flatten() else {
+        let Some(all) = c.sinks.values().copied().min().flatten() else {
             return Ok(None);
         };
         if c.committed.is_some_and(|done| done >= all) || all < self.start_epoch {
