@@ -27,6 +27,8 @@ pub enum BenchCommand {
     Sketches(crate::bench_sketch::SketchBenchArgs),
     /// Interval and window joins on skewed keys against a hand-written symmetric hash join.
     Join(crate::bench_join::JoinBenchArgs),
+    /// Snapshot and restore time of keyed window state of several sizes.
+    Checkpoint(crate::bench_checkpoint::CheckpointBenchArgs),
 }
 
 /// Arguments of `riffle bench wordcount`.
@@ -283,5 +285,6 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Wordcount(args) => run_wordcount(args),
         BenchCommand::Sketches(args) => crate::bench_sketch::run(args),
         BenchCommand::Join(args) => crate::bench_join::run(args),
+        BenchCommand::Checkpoint(args) => crate::bench_checkpoint::run(args),
     }
 }

@@ -5,6 +5,7 @@
 //! 2 the command line is invalid.
 
 mod bench;
+mod bench_checkpoint;
 mod bench_join;
 mod bench_sketch;
 mod join;

@@ -38,7 +38,7 @@ pub mod sink;
 pub mod source;
 pub mod stream;
 pub mod time;
-mod window_op;
+pub mod window_op;
 
 pub use context::{Clock, JobContext, ManualClock, MetricsSnapshot, StateGauge, SystemClock};
 pub use execute::{execute, ExecutionConfig};

@@ -580,3 +580,76 @@ where
         );
     DataStream { stream: results, ctx }
 }
+
+/// Figures of one snapshot and restore of window state, for `riffle bench checkpoint`.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotFigures {
+    /// Bytes written (all files).
+    pub bytes: u64,
+    /// Seconds to split the state by key group, encode and write it (synced).
+    pub snapshot_secs: f64,
+    /// Seconds to read, verify and decode the checkpoint and rebuild the state.
+    pub restore_secs: f64,
+    /// Keys restored (checked against the keys snapshotted).
+    pub restored_keys: usize,
+}
+
+/// Snapshots a global-window count over `keys` distinct keys of `key_bytes` bytes into
+/// `dir` and restores it, timing both: the code paths of a real checkpoint and recovery of the
+/// window operator, without the dataflow around them.
+#[doc(hidden)]
+pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) -> riffle_core::Result<SnapshotFigures> {
+    use riffle_core::aggregate::Count;
+    use riffle_core::window::GlobalWindows;
+    let TimeWindows::Sliced(slicing) = TimeWindows::from(GlobalWindows) else {
+        return Err(riffle_core::Error::Execution("global windows are sliced".into()));
+    };
+    let config = crate::checkpoint::CheckpointConfig {
+        dir: dir.to_path_buf(),
+        interval: std::time::Duration::from_secs(1),
+        retain: 2,
+    };
+    let store = crate::checkpoint::CheckpointStore::open(config.clone())?;
+    let mut st: SlicedWindowState<String, String, Count> = SlicedWindowState::new(slicing, 0, Count);
+    let pane = slicing.pane_of(0);
+    for i in 0..keys {
+        let mut k = format!("{i:0width$}", width = key_bytes);
+        k.truncate(key_bytes.max(8));
+        st.add_on_time(pane, k, (i % 1000) as u64 + 1);
+    }
+    let state: TimeState<String, String, Count> = TimeState::Sliced(st);
+    let t = std::time::Instant::now();
+    snapshot_window_state(&state, &store, 0, "Window-0", 0)?;
+    let snapshot_secs = t.elapsed().as_secs_f64();
+    let sink = store.register_sink();
+    store.sink_complete(sink, 0)?;
+    let bytes = std::fs::read_dir(dir.join("chk-0000000000"))
+        .map_err(|source| riffle_core::Error::Io {
+            what: "cannot list",
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    drop(state);
+    let t = std::time::Instant::now();
+    let restored = crate::checkpoint::CheckpointStore::open(config)?;
+    let parts = restored.restored_parts("Window-0");
+    let new_state = || TimeState::Sliced(SlicedWindowState::<String, String, Count>::new(slicing, 0, Count));
+    let mut state = new_state();
+    let mut out = Vec::new();
+    restore_window_state(&mut state, &new_state, parts, "Window-0", 0, 1, &mut out)?;
+    let restore_secs = t.elapsed().as_secs_f64();
+    let restored_keys = match &state {
+        TimeState::Sliced(st) => st.len(),
+        TimeState::Session(st) => st.len(),
+    };
+    Ok(SnapshotFigures {
+        bytes,
+        snapshot_secs,
+        restore_secs,
+        restored_keys,
+    })
+}
