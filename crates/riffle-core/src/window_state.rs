@@ -122,6 +122,17 @@ pub struct SlicedPart<K, Acc> {
     pub staged: StagedUpdates<K, Acc>,
 }
 
+/// A [`SlicedPart`] that borrows the state it was cut from; it encodes exactly as the part.
+#[derive(serde::Serialize)]
+pub struct SlicedPartRef<'a, K, Acc> {
+    /// The watermark the state had fired up to.
+    pub fired_up_to: Watermark,
+    /// Per pane, the keys' partial aggregates.
+    pub panes: Vec<(EventTime, Vec<(&'a K, &'a Acc)>)>,
+    /// Staged updates by watermark.
+    pub staged: Vec<(Watermark, Vec<(EventTime, &'a K, &'a Acc)>)>,
+}
+
 /// The part of a [`SessionWindowState`] that belongs to one key group, for checkpoints.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SessionPart<K, Acc> {
@@ -134,37 +145,51 @@ pub struct SessionPart<K, Acc> {
 }
 
 impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
-    /// The state split by `group` (the key group of a key), for a checkpoint.
-    pub fn snapshot(&self, group: impl Fn(&K) -> u32) -> BTreeMap<u32, SlicedPart<K, A::Acc>> {
-        let fired_up_to = self.fired_up_to;
-        let mut out: BTreeMap<u32, SlicedPart<K, A::Acc>> = BTreeMap::new();
-        let new_part = || SlicedPart {
-            fired_up_to,
+    /// The state split by `group` (the key group of a key, below `groups`), each part encoded
+    /// with `encode`, for a checkpoint. Parts borrow the state: nothing is cloned.
+    pub fn snapshot<E>(
+        &self,
+        groups: usize,
+        group: impl Fn(&K) -> u32,
+        mut encode: impl FnMut(u32, &SlicedPartRef<'_, K, A::Acc>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        K: serde::Serialize,
+    {
+        let new_part = || SlicedPartRef {
+            fired_up_to: self.fired_up_to,
             panes: Vec::new(),
             staged: Vec::new(),
         };
+        let mut parts: Vec<SlicedPartRef<'_, K, A::Acc>> = (0..groups).map(|_| new_part()).collect();
         for (&pane, keys) in &self.panes {
-            let mut by_group: BTreeMap<u32, Vec<(K, A::Acc)>> = BTreeMap::new();
+            let mut by_group: Vec<Vec<(&K, &A::Acc)>> = vec![Vec::new(); groups];
             for (k, acc) in keys {
-                by_group.entry(group(k)).or_default().push((k.clone(), acc.clone()));
+                by_group[group(k) as usize % groups].push((k, acc));
             }
-            for (g, entries) in by_group {
-                out.entry(g).or_insert_with(new_part).panes.push((pane, entries));
+            for (g, entries) in by_group.into_iter().enumerate() {
+                if !entries.is_empty() {
+                    parts[g].panes.push((pane, entries));
+                }
             }
         }
         for (&at, updates) in &self.staged {
-            let mut by_group: BTreeMap<u32, Vec<(EventTime, K, A::Acc)>> = BTreeMap::new();
+            let mut by_group: Vec<Vec<(EventTime, &K, &A::Acc)>> = vec![Vec::new(); groups];
             for (pane, k, acc) in updates {
-                by_group
-                    .entry(group(k))
-                    .or_default()
-                    .push((*pane, k.clone(), acc.clone()));
+                by_group[group(k) as usize % groups].push((*pane, k, acc));
             }
-            for (g, entries) in by_group {
-                out.entry(g).or_insert_with(new_part).staged.push((at, entries));
+            for (g, entries) in by_group.into_iter().enumerate() {
+                if !entries.is_empty() {
+                    parts[g].staged.push((at, entries));
+                }
             }
         }
-        out
+        for (g, part) in parts.iter().enumerate() {
+            if !part.panes.is_empty() || !part.staged.is_empty() {
+                encode(g as u32, part)?;
+            }
+        }
+        Ok(())
     }
 
     /// Adds a restored part (of a key group this state did not hold) and sets the fired
@@ -172,7 +197,9 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
     pub fn restore(&mut self, part: SlicedPart<K, A::Acc>) {
         self.fired_up_to = part.fired_up_to;
         for (pane, entries) in part.panes {
-            self.panes.entry(pane).or_default().extend(entries);
+            let map = self.panes.entry(pane).or_default();
+            map.reserve(entries.len());
+            map.extend(entries);
         }
         for (at, updates) in part.staged {
             self.staged.entry(at).or_default().extend(updates);
@@ -188,7 +215,12 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
     /// fired watermark.
     pub fn absorb(&mut self, other: Self) {
         for (pane, entries) in other.panes {
-            self.panes.entry(pane).or_default().extend(entries);
+            match self.panes.get_mut(&pane) {
+                Some(map) if !map.is_empty() => map.extend(entries),
+                _ => {
+                    self.panes.insert(pane, entries);
+                }
+            }
         }
         for (at, updates) in other.staged {
             self.staged.entry(at).or_default().extend(updates);

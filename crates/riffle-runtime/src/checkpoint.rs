@@ -46,12 +46,60 @@ pub struct CheckpointConfig {
     pub retain: usize,
 }
 
+/// A part file's header; the parts follow as `id: u32 LE | length: u64 LE | bytes` (framed by
+/// hand: bincode would encode the bytes one by one).
 #[derive(Serialize, Deserialize)]
-struct PartFile {
+struct PartHeader {
     epoch: u64,
     operator: String,
     worker: u32,
-    parts: Vec<(u32, Vec<u8>)>,
+    parts: u64,
+}
+
+fn encode_part_file(header: &PartHeader, parts: &[(u32, Vec<u8>)]) -> Result<Vec<u8>> {
+    let head = bincode::serialize(header).map_err(|e| Error::Execution(format!("cannot encode a snapshot: {e}")))?;
+    let total: usize = parts.iter().map(|p| p.1.len() + 12).sum::<usize>() + head.len() + 8;
+    let mut body = Vec::with_capacity(total);
+    body.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    body.extend_from_slice(&head);
+    for (id, bytes) in parts {
+        body.extend_from_slice(&id.to_le_bytes());
+        body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        body.extend_from_slice(bytes);
+    }
+    Ok(body)
+}
+
+fn decode_part_file(body: &[u8], path: &Path) -> Result<(PartHeader, Vec<(u32, Vec<u8>)>)> {
+    let bad = |why: String| Error::Execution(format!("checkpoint file {} is unusable: {why}", path.display()));
+    let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
+        let end = at
+            .checked_add(n)
+            .filter(|e| *e <= body.len())
+            .ok_or_else(|| bad("truncated part".into()))?;
+        let slice = &body[*at..end];
+        *at = end;
+        Ok(slice)
+    };
+    let mut at = 0usize;
+    let u64_at = |at: &mut usize| -> Result<u64> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(take(at, 8)?);
+        Ok(u64::from_le_bytes(b))
+    };
+    let head_len = u64_at(&mut at)? as usize;
+    let header: PartHeader = bincode::deserialize(take(&mut at, head_len)?).map_err(|e| bad(e.to_string()))?;
+    let mut parts = Vec::with_capacity((header.parts as usize).min(1 << 20));
+    for _ in 0..header.parts {
+        let mut id = [0u8; 4];
+        id.copy_from_slice(take(&mut at, 4)?);
+        let len = u64_at(&mut at)? as usize;
+        parts.push((u32::from_le_bytes(id), take(&mut at, len)?.to_vec()));
+    }
+    if at != body.len() {
+        return Err(bad(format!("{} bytes after the last part", body.len() - at)));
+    }
+    Ok((header, parts))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,7 +112,7 @@ struct Manifest {
 /// What a recovery restored.
 struct Restored {
     epoch: u64,
-    parts: HashMap<String, Vec<(u32, Vec<u8>)>>,
+    parts: HashMap<String, std::sync::Arc<Vec<(u32, Vec<u8>)>>>,
 }
 
 /// Checkpoints of one job: written by the operators of every worker of this process, read at
@@ -230,13 +278,12 @@ impl CheckpointStore {
         for rel in &manifest.files {
             let path = root.join(rel);
             let bytes = read(&path)?;
-            let file: PartFile = bincode::deserialize(open_sealed(PART_MAGIC, &bytes, &path)?)
-                .map_err(|e| Error::Execution(format!("checkpoint file {} is unusable: {e}", path.display())))?;
-            parts.entry(file.operator).or_default().extend(file.parts);
+            let (header, file_parts) = decode_part_file(open_sealed(PART_MAGIC, &bytes, &path)?, &path)?;
+            parts.entry(header.operator).or_default().extend(file_parts);
         }
         Ok(Restored {
             epoch: manifest.epoch,
-            parts,
+            parts: parts.into_iter().map(|(k, v)| (k, std::sync::Arc::new(v))).collect(),
         })
     }
 
@@ -255,8 +302,9 @@ impl CheckpointStore {
         self.start_epoch
     }
 
-    /// The restored parts of `operator` (of every worker of the run that wrote them).
-    pub fn restored_parts(&self, operator: &str) -> Vec<(u32, Vec<u8>)> {
+    /// The restored parts of `operator` (of every worker of the run that wrote them), shared
+    /// by the workers that restore it.
+    pub fn restored_parts(&self, operator: &str) -> std::sync::Arc<Vec<(u32, Vec<u8>)>> {
         self.restored
             .as_ref()
             .and_then(|r| r.parts.get(operator))
@@ -272,13 +320,13 @@ impl CheckpointStore {
             path: dir.clone(),
             source,
         })?;
-        let file = PartFile {
+        let header = PartHeader {
             epoch,
             operator: operator.to_string(),
             worker: worker as u32,
-            parts,
+            parts: parts.len() as u64,
         };
-        let body = bincode::serialize(&file).map_err(|e| Error::Execution(format!("cannot encode a snapshot: {e}")))?;
+        let body = encode_part_file(&header, &parts)?;
         write_atomically(&dir.join(file_name(operator, worker)), &seal(PART_MAGIC, &body))
     }
 
@@ -441,7 +489,7 @@ mod tests {
         }
         let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
         assert_eq!(restored.restored_epoch(), Some(2));
-        assert_eq!(restored.restored_parts("op"), vec![(7, vec![2u8; 10])]);
+        assert_eq!(*restored.restored_parts("op"), vec![(7, vec![2u8; 10])]);
         // Corrupt the newest part file: recovery falls back to epoch 1.
         let newest = epoch_dir(dir.path(), 2).join("op.w0");
         let mut bytes = std::fs::read(&newest).expect("read");
@@ -450,7 +498,7 @@ mod tests {
         std::fs::write(&newest, &bytes).expect("corrupt");
         let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
         assert_eq!(restored.restored_epoch(), Some(1));
-        assert_eq!(restored.restored_parts("op"), vec![(7, vec![1u8; 10])]);
+        assert_eq!(*restored.restored_parts("op"), vec![(7, vec![1u8; 10])]);
         // Truncate it too: epoch 1 becomes unusable, and 0 was deleted by retention (keep 2).
         let e1 = epoch_dir(dir.path(), 1).join("op.w0");
         let bytes = std::fs::read(&e1).expect("read");
@@ -471,8 +519,8 @@ mod tests {
         store.sink_complete(sink, 1).expect("complete");
         let r = CheckpointStore::open(config(dir.path())).expect("reopen");
         assert_eq!(r.restored_epoch(), Some(1));
-        assert_eq!(r.restored_parts("finished-source"), vec![(0, vec![1])]);
-        assert_eq!(r.restored_parts("window"), vec![(3, vec![3])]);
+        assert_eq!(*r.restored_parts("finished-source"), vec![(0, vec![1])]);
+        assert_eq!(*r.restored_parts("window"), vec![(3, vec![3])]);
         assert_eq!(r.start_epoch(), 2);
     }
 }

@@ -327,8 +327,8 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
         let restored: HashMap<u32, SplitCheckpoint> = match &store {
             Some(store) => store
                 .restored_parts(&op_name)
-                .into_iter()
-                .filter_map(|(i, bytes)| crate::checkpoint::decode(&bytes, &op_name).ok().map(|c| (i, c)))
+                .iter()
+                .filter_map(|(i, bytes)| crate::checkpoint::decode(bytes, &op_name).ok().map(|c| (*i, c)))
                 .collect(),
             None => HashMap::new(),
         };

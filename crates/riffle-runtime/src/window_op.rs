@@ -263,7 +263,7 @@ where
             let mut pending: BTreeMap<u64, Vec<Partial<K, A::Acc>>> = BTreeMap::new();
             if let Some(store) = &store {
                 let parts = store.restored_parts(&op_name);
-                let result = restore_window_state(&mut state, &new_state, parts, &op_name, worker, peers, &mut out);
+                let result = restore_window_state(&mut state, &new_state, &parts, &op_name, worker, peers, &mut out);
                 if let Err(e) = result {
                     ctx.fail(e);
                 }
@@ -396,6 +396,12 @@ fn fire_windows<K: Key, D, A: Aggregate<D>>(
     }
 }
 
+/// The leading field of a [`SlicedPart`]: decoded alone for key groups another worker owns.
+#[derive(Deserialize)]
+struct SlicedMark {
+    fired_up_to: i64,
+}
+
 fn group_of<K: Key>(k: &K) -> u32 {
     u32::from(KeyGroup::of(k).0)
 }
@@ -410,9 +416,10 @@ fn snapshot_window_state<K: Key, D, A: Aggregate<D>>(
     let mut parts = Vec::new();
     match state {
         TimeState::Sliced(st) => {
-            for (g, part) in st.snapshot(group_of) {
-                parts.push((g, crate::checkpoint::encode(&part)?));
-            }
+            st.snapshot(riffle_core::key_group::KEY_GROUPS as usize, group_of, |g, part| {
+                parts.push((g, crate::checkpoint::encode(part)?));
+                Ok::<(), riffle_core::Error>(())
+            })?;
             // A state without keys still records how far it fired.
             if parts.is_empty() {
                 let empty: SlicedPart<K, A::Acc> = SlicedPart {
@@ -446,7 +453,7 @@ fn snapshot_window_state<K: Key, D, A: Aggregate<D>>(
 fn restore_window_state<K: Key, D, A: Aggregate<D>>(
     state: &mut TimeState<K, D, A>,
     new_state: &dyn Fn() -> TimeState<K, D, A>,
-    parts: Vec<(u32, Vec<u8>)>,
+    parts: &[(u32, Vec<u8>)],
     op_name: &str,
     worker: usize,
     peers: usize,
@@ -458,7 +465,14 @@ fn restore_window_state<K: Key, D, A: Aggregate<D>>(
             let mut by_mark: BTreeMap<i64, Vec<SlicedPart<K, A::Acc>>> = BTreeMap::new();
             let mut highest = i64::MIN;
             for (g, bytes) in parts {
-                let part: SlicedPart<K, A::Acc> = crate::checkpoint::decode(&bytes, op_name)?;
+                let (g, bytes) = (*g, bytes.as_slice());
+                if !mine(g) {
+                    // Only the fired watermark matters from other workers' groups.
+                    let part: SlicedMark = crate::checkpoint::decode(bytes, op_name)?;
+                    highest = highest.max(part.fired_up_to);
+                    continue;
+                }
+                let part: SlicedPart<K, A::Acc> = crate::checkpoint::decode(bytes, op_name)?;
                 highest = highest.max(part.fired_up_to);
                 if mine(g) {
                     by_mark.entry(part.fired_up_to).or_default().push(part);
@@ -490,7 +504,8 @@ fn restore_window_state<K: Key, D, A: Aggregate<D>>(
             let mut by_mark: BTreeMap<i64, Vec<SessionPart<K, A::Acc>>> = BTreeMap::new();
             let mut highest = i64::MIN;
             for (g, bytes) in parts {
-                let part: SessionPart<K, A::Acc> = crate::checkpoint::decode(&bytes, op_name)?;
+                let (g, bytes) = (*g, bytes.as_slice());
+                let part: SessionPart<K, A::Acc> = crate::checkpoint::decode(bytes, op_name)?;
                 highest = highest.max(part.watermark);
                 if mine(g) {
                     by_mark.entry(part.watermark).or_default().push(part);
@@ -640,7 +655,7 @@ pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) ->
     let new_state = || TimeState::Sliced(SlicedWindowState::<String, String, Count>::new(slicing, 0, Count));
     let mut state = new_state();
     let mut out = Vec::new();
-    restore_window_state(&mut state, &new_state, parts, "Window-0", 0, 1, &mut out)?;
+    restore_window_state(&mut state, &new_state, &parts, "Window-0", 0, 1, &mut out)?;
     let restore_secs = t.elapsed().as_secs_f64();
     let restored_keys = match &state {
         TimeState::Sliced(st) => st.len(),
