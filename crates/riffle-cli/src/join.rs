@@ -14,7 +14,7 @@ use riffle_core::{Error, Result, WatermarkStrategy};
 use riffle_runtime::source::RecordParser;
 use riffle_runtime::{execute, JobContext, JoinResult, Joined, SystemClock, TextSource};
 
-use crate::options::{millis, result_sink, ExecutionArgs, FixedWindowArgs, FormatArg};
+use crate::options::{millis, ExecutionArgs, FixedWindowArgs, FormatArg, ResultSink};
 
 /// Join kinds on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,10 @@ pub struct JoinArgs {
     /// Write results to this file instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Write results into part files of this directory (file://DIR), made visible when the
+    /// job ends (joins do not checkpoint yet).
+    #[arg(long)]
+    pub sink: Option<String>,
     /// Write records too late to join here (JSON lines with their side).
     #[arg(long)]
     pub late_output: Option<PathBuf>,
@@ -165,7 +169,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
     if let Some(idle) = millis("idle-timeout", &args.idle_timeout)? {
         strategy = strategy.with_idleness(idle);
     }
-    let sink = result_sink(&args.output)?;
+    let sink = ResultSink::new(&args.output, &args.sink, None)?;
     let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
     let mut ctx = JobContext::new(args.strict, Arc::new(SystemClock));
     if let Some(path) = &args.dead_letter {
@@ -191,9 +195,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
             Shape::Window(w) => l.window_join(r, w, kind),
             Shape::Interval(b) => l.interval_join(r, b, kind),
         };
-        joined
-            .rows
-            .write_lines(out_sink.clone(), move |_, r, out| format_row(format, r, out));
+        out_sink.write(joined.rows, move |_, r, out| format_row(format, r, out));
         if let Some(late) = &late_out {
             let late_line = |side: &'static str| {
                 move |ts: i64, r: &JsonRecord, out: &mut Vec<u8>| {

@@ -33,12 +33,25 @@ enum Command {
     Topk(Box<sketch_jobs::TopkArgs>),
     /// Join two streams of JSON lines by key: in windows or within an interval.
     Join(Box<join::JoinArgs>),
+    /// Copy the newest complete checkpoint of a job into a savepoint directory, to restore
+    /// from later (also onto another number of workers) with --checkpoint-dir.
+    Savepoint(SavepointArgs),
     /// Benchmarks that compare the engine with a hand-written loop on the same data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Generate test data.
     #[command(subcommand)]
     Generate(GenerateCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct SavepointArgs {
+    /// The job's checkpoint directory.
+    #[arg(long)]
+    checkpoint_dir: std::path::PathBuf,
+    /// Where to write the savepoint (a new directory).
+    #[arg(long)]
+    to: std::path::PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,6 +102,9 @@ fn main() {
         Command::Distinct(args) => sketch_jobs::run_distinct(*args),
         Command::Topk(args) => sketch_jobs::run_topk(*args),
         Command::Join(args) => join::run(*args),
+        Command::Savepoint(a) => riffle_runtime::checkpoint::savepoint(&a.checkpoint_dir, &a.to).map(|epoch| {
+            eprintln!("riffle: savepoint of checkpoint {epoch} written to {}", a.to.display());
+        }),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {

@@ -253,3 +253,39 @@ fn a_corrupt_or_truncated_newest_checkpoint_falls_back_to_the_previous_one() {
         assert!(committed(&out) == expected, "{damage}: output after falling back");
     }
 }
+
+#[test]
+fn a_savepoint_restores_the_job_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("words.txt");
+    generate(&input, 1_000_000);
+    let expected = expected(&input);
+    let (ckpt, out, save) = (
+        dir.path().join("ck"),
+        dir.path().join("out"),
+        dir.path().join("savepoint"),
+    );
+    let mut child = checkpointed(&input, &ckpt, &out, 2).spawn().expect("riffle starts");
+    kill_after_a_checkpoint(&mut child, &ckpt);
+    let o = riffle()
+        .args(["savepoint", "--checkpoint-dir"])
+        .arg(&ckpt)
+        .arg("--to")
+        .arg(&save)
+        .output()
+        .expect("riffle savepoint");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The original checkpoints are gone; the savepoint alone resumes the job, on 4 workers.
+    std::fs::remove_dir_all(&ckpt).expect("remove checkpoints");
+    run_to_end(&input, &save, &out, 4);
+    assert!(committed(&out) == expected);
+    // An empty directory has nothing to save.
+    let o = riffle()
+        .args(["savepoint", "--checkpoint-dir"])
+        .arg(dir.path().join("nothing"))
+        .arg("--to")
+        .arg(dir.path().join("x"))
+        .output()
+        .expect("riffle savepoint");
+    assert!(!o.status.success());
+}

@@ -454,6 +454,54 @@ pub(crate) fn stateful_name(kind: &str) -> String {
     format!("{kind}-{n}")
 }
 
+/// Copies the newest intact checkpoint of `from` into `to` as a savepoint: a self-contained
+/// checkpoint directory (its manifest and every file the manifest names) that a job restores
+/// from with `--checkpoint-dir`, on any number of workers, however long the original
+/// directory's retention keeps running. Returns the savepoint's epoch.
+pub fn savepoint(from: &Path, to: &Path) -> Result<u64> {
+    let mut epochs = CheckpointStore::epochs(from)?;
+    epochs.sort_unstable_by(|a, b| b.cmp(a));
+    for epoch in epochs {
+        let manifest_path = epoch_dir(from, epoch).join("MANIFEST");
+        if !manifest_path.exists() || CheckpointStore::load(from, &manifest_path).is_err() {
+            continue;
+        }
+        let bytes = std::fs::read(&manifest_path).map_err(|source| Error::Io {
+            what: "cannot read",
+            path: manifest_path.clone(),
+            source,
+        })?;
+        let manifest: Manifest = bincode::deserialize(open_sealed(MANIFEST_MAGIC, &bytes, &manifest_path)?)
+            .map_err(|e| Error::Execution(format!("manifest {} is unusable: {e}", manifest_path.display())))?;
+        for rel in manifest
+            .files
+            .iter()
+            .map(String::as_str)
+            .chain([format!("chk-{epoch:010}/MANIFEST").as_str()])
+        {
+            let (src, dst) = (from.join(rel), to.join(rel));
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    what: "cannot create",
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            let data = std::fs::read(&src).map_err(|source| Error::Io {
+                what: "cannot read",
+                path: src.clone(),
+                source,
+            })?;
+            write_atomically(&dst, &data)?;
+        }
+        return Ok(epoch);
+    }
+    Err(Error::Config(format!(
+        "{} holds no complete checkpoint",
+        from.display()
+    )))
+}
+
 /// Encodes a snapshot part.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     bincode::serialize(value).map_err(|e| Error::Execution(format!("cannot encode a snapshot: {e}")))
