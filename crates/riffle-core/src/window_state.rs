@@ -130,7 +130,7 @@ pub struct SlicedPartRef<'a, K, Acc> {
     /// Per pane, the keys' partial aggregates.
     pub panes: Vec<(EventTime, Vec<(&'a K, &'a Acc)>)>,
     /// Staged updates by watermark.
-    pub staged: Vec<(Watermark, Vec<(EventTime, &'a K, &'a Acc)>)>,
+    pub staged: StagedUpdates<&'a K, &'a Acc>,
 }
 
 /// The part of a [`SessionWindowState`] that belongs to one key group, for checkpoints.

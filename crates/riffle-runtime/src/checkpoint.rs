@@ -46,6 +46,9 @@ pub struct CheckpointConfig {
     pub retain: usize,
 }
 
+/// Parts of a snapshot: (key group or split index, bytes).
+pub type Parts = Vec<(u32, Vec<u8>)>;
+
 /// A part file's header; the parts follow as `id: u32 LE | length: u64 LE | bytes` (framed by
 /// hand: bincode would encode the bytes one by one).
 #[derive(Serialize, Deserialize)]
@@ -70,7 +73,7 @@ fn encode_part_file(header: &PartHeader, parts: &[(u32, Vec<u8>)]) -> Result<Vec
     Ok(body)
 }
 
-fn decode_part_file(body: &[u8], path: &Path) -> Result<(PartHeader, Vec<(u32, Vec<u8>)>)> {
+fn decode_part_file(body: &[u8], path: &Path) -> Result<(PartHeader, Parts)> {
     let bad = |why: String| Error::Execution(format!("checkpoint file {} is unusable: {why}", path.display()));
     let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
         let end = at
@@ -112,7 +115,7 @@ struct Manifest {
 /// What a recovery restored.
 struct Restored {
     epoch: u64,
-    parts: HashMap<String, std::sync::Arc<Vec<(u32, Vec<u8>)>>>,
+    parts: HashMap<String, std::sync::Arc<Parts>>,
 }
 
 /// Checkpoints of one job: written by the operators of every worker of this process, read at
@@ -304,7 +307,7 @@ impl CheckpointStore {
 
     /// The restored parts of `operator` (of every worker of the run that wrote them), shared
     /// by the workers that restore it.
-    pub fn restored_parts(&self, operator: &str) -> std::sync::Arc<Vec<(u32, Vec<u8>)>> {
+    pub fn restored_parts(&self, operator: &str) -> std::sync::Arc<Parts> {
         self.restored
             .as_ref()
             .and_then(|r| r.parts.get(operator))
