@@ -24,12 +24,12 @@ pub fn run(args: CheckpointBenchArgs) -> Result<()> {
         None => std::env::temp_dir().join(format!("riffle-bench-checkpoint-{}", std::process::id())),
     };
     println!(
-        "riffle bench checkpoint: global-window counts, {}-byte keys, full snapshots, synced files",
+        "riffle bench checkpoint: global-window counts, {}-byte keys, synced files",
         args.key_bytes
     );
     println!(
-        "{:>10} {:>12} {:>12} {:>12} {:>12}",
-        "state", "keys", "file MB", "snapshot s", "restore s"
+        "{:>10} {:>12} {:>12} {:>12} {:>14} {:>12}",
+        "state", "keys", "file MB", "snapshot s", "1/128 incr. s", "restore s"
     );
     for mb in &args.sizes_mb {
         // Each entry costs the key (with its length prefix) and an 8-byte count.
@@ -41,11 +41,12 @@ pub fn run(args: CheckpointBenchArgs) -> Result<()> {
             return Err(Error::Execution(format!("restored {} keys of {keys}", f.restored_keys)));
         }
         println!(
-            "{:>7} MB {:>12} {:>12.1} {:>12.3} {:>12.3}",
+            "{:>7} MB {:>12} {:>12.1} {:>12.3} {:>14.3} {:>12.3}",
             mb,
             keys,
             f.bytes as f64 / 1e6,
             f.snapshot_secs,
+            f.incremental_secs,
             f.restore_secs
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -145,12 +145,14 @@ pub struct SessionPart<K, Acc> {
 }
 
 impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
-    /// The state split by `group` (the key group of a key, below `groups`), each part encoded
-    /// with `encode`, for a checkpoint. Parts borrow the state: nothing is cloned.
+    /// The state split by `group` (the key group of a key, below `groups`), for a checkpoint:
+    /// each group for which `include` holds is encoded with `encode`, even if it is empty (so
+    /// that it replaces an older part of an incremental chain). Parts borrow the state.
     pub fn snapshot<E>(
         &self,
         groups: usize,
         group: impl Fn(&K) -> u32,
+        include: impl Fn(u32) -> bool,
         mut encode: impl FnMut(u32, &SlicedPartRef<'_, K, A::Acc>) -> Result<(), E>,
     ) -> Result<(), E>
     where
@@ -162,10 +164,14 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
             staged: Vec::new(),
         };
         let mut parts: Vec<SlicedPartRef<'_, K, A::Acc>> = (0..groups).map(|_| new_part()).collect();
+        let wanted: Vec<bool> = (0..groups as u32).map(&include).collect();
         for (&pane, keys) in &self.panes {
             let mut by_group: Vec<Vec<(&K, &A::Acc)>> = vec![Vec::new(); groups];
             for (k, acc) in keys {
-                by_group[group(k) as usize % groups].push((k, acc));
+                let g = group(k) as usize % groups;
+                if wanted[g] {
+                    by_group[g].push((k, acc));
+                }
             }
             for (g, entries) in by_group.into_iter().enumerate() {
                 if !entries.is_empty() {
@@ -185,7 +191,7 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SlicedWindowState<K, D, A> {
             }
         }
         for (g, part) in parts.iter().enumerate() {
-            if !part.panes.is_empty() || !part.staged.is_empty() {
+            if include(g as u32) {
                 encode(g as u32, part)?;
             }
         }
@@ -429,20 +435,28 @@ pub struct SessionWindowState<K, D, A: Aggregate<D>> {
 }
 
 impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
-    /// The state split by `group` (the key group of a key), for a checkpoint.
-    pub fn snapshot(&self, group: impl Fn(&K) -> u32) -> BTreeMap<u32, SessionPart<K, A::Acc>> {
+    /// The state split by `group` (the key group of a key), for a checkpoint: the groups for
+    /// which `include` holds, below `groups`, empty ones included.
+    pub fn snapshot(
+        &self,
+        groups: usize,
+        group: impl Fn(&K) -> u32,
+        include: impl Fn(u32) -> bool,
+    ) -> BTreeMap<u32, SessionPart<K, A::Acc>> {
         let watermark = self.watermark;
         let new_part = || SessionPart {
             watermark,
             sessions: Vec::new(),
             staged: Vec::new(),
         };
-        let mut out: BTreeMap<u32, SessionPart<K, A::Acc>> = BTreeMap::new();
+        let mut out: BTreeMap<u32, SessionPart<K, A::Acc>> = (0..groups as u32)
+            .filter(|g| include(*g))
+            .map(|g| (g, new_part()))
+            .collect();
         for (k, list) in &self.sessions {
-            out.entry(group(k))
-                .or_insert_with(new_part)
-                .sessions
-                .push((k.clone(), list.clone()));
+            if let Some(part) = out.get_mut(&group(k)) {
+                part.sessions.push((k.clone(), list.clone()));
+            }
         }
         for (&at, updates) in &self.staged {
             let mut by_group: BTreeMap<u32, Vec<(EventTime, K, A::Acc)>> = BTreeMap::new();
@@ -453,7 +467,9 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
                     .push((*ts, k.clone(), acc.clone()));
             }
             for (g, entries) in by_group {
-                out.entry(g).or_insert_with(new_part).staged.push((at, entries));
+                if let Some(part) = out.get_mut(&g) {
+                    part.staged.push((at, entries));
+                }
             }
         }
         out

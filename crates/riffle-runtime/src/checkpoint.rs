@@ -359,11 +359,12 @@ impl CheckpointStore {
         Ok(Some(all))
     }
 
-    /// Writes the manifest of `epoch`: for each operator and worker that wrote in this run,
-    /// its newest file at or before `epoch`.
+    /// Writes the manifest of `epoch`: every file this run wrote at or before `epoch`, oldest
+    /// first (a restore applies them in that order: an operator's newer parts replace older
+    /// ones, and an incremental snapshot only holds what changed).
     fn write_manifest(&self, epoch: u64) -> Result<()> {
         let root = &self.config.dir;
-        let mut newest: BTreeMap<String, String> = BTreeMap::new();
+        let mut files: Vec<String> = Vec::new();
         let mut epochs: Vec<u64> = Self::epochs(root)?
             .into_iter()
             .filter(|e| (self.start_epoch..=epoch).contains(e))
@@ -377,13 +378,11 @@ impl CheckpointStore {
                 if name == "MANIFEST" || name.ends_with(".tmp") {
                     continue;
                 }
-                newest.insert(name.clone(), format!("chk-{e:010}/{name}"));
+                files.push(format!("chk-{e:010}/{name}"));
             }
         }
-        let manifest = Manifest {
-            epoch,
-            files: newest.into_values().collect(),
-        };
+        files.sort();
+        let manifest = Manifest { epoch, files };
         let body =
             bincode::serialize(&manifest).map_err(|e| Error::Execution(format!("cannot encode a manifest: {e}")))?;
         let dir = epoch_dir(root, epoch);
@@ -540,7 +539,7 @@ mod tests {
         }
         let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
         assert_eq!(restored.restored_epoch(), Some(2));
-        assert_eq!(*restored.restored_parts("op"), vec![(7, vec![2u8; 10])]);
+        assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![2u8; 10])));
         // Corrupt the newest part file: recovery falls back to epoch 1.
         let newest = epoch_dir(dir.path(), 2).join("op.w0");
         let mut bytes = std::fs::read(&newest).expect("read");
@@ -549,13 +548,14 @@ mod tests {
         std::fs::write(&newest, &bytes).expect("corrupt");
         let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
         assert_eq!(restored.restored_epoch(), Some(1));
-        assert_eq!(*restored.restored_parts("op"), vec![(7, vec![1u8; 10])]);
-        // Truncate it too: epoch 1 becomes unusable, and 0 was deleted by retention (keep 2).
+        assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![1u8; 10])));
+        // Truncate it too: epoch 1 becomes unusable; epoch 0 was kept, as retained manifests
+        // (which list every file of their run, for incremental chains) refer to it.
         let e1 = epoch_dir(dir.path(), 1).join("op.w0");
         let bytes = std::fs::read(&e1).expect("read");
         std::fs::write(&e1, &bytes[..bytes.len() - 3]).expect("truncate");
         let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
-        assert_eq!(restored.restored_epoch(), None);
+        assert_eq!(restored.restored_epoch(), Some(0));
     }
 
     #[test]
@@ -571,7 +571,11 @@ mod tests {
         let r = CheckpointStore::open(config(dir.path())).expect("reopen");
         assert_eq!(r.restored_epoch(), Some(1));
         assert_eq!(*r.restored_parts("finished-source"), vec![(0, vec![1])]);
-        assert_eq!(*r.restored_parts("window"), vec![(3, vec![3])]);
+        assert_eq!(
+            *r.restored_parts("window"),
+            vec![(3, vec![2]), (3, vec![3])],
+            "oldest first"
+        );
         assert_eq!(r.start_epoch(), 2);
     }
 }
