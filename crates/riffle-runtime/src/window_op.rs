@@ -679,14 +679,16 @@ pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) ->
         retain: 2,
     };
     let store = crate::checkpoint::CheckpointStore::open(config.clone())?;
-    let mut st: SlicedWindowState<String, String, Count> = SlicedWindowState::new(slicing, 0, Count);
+    // Keys as the word count has them: compact strings, inline up to 24 bytes.
+    type Word = compact_str::CompactString;
+    let mut st: SlicedWindowState<Word, Word, Count> = SlicedWindowState::new(slicing, 0, Count);
     let pane = slicing.pane_of(0);
     for i in 0..keys {
         let mut k = format!("{i:0width$}", width = key_bytes);
         k.truncate(key_bytes.max(8));
-        st.add_on_time(pane, k, (i % 1000) as u64 + 1);
+        st.add_on_time(pane, Word::from(k), (i % 1000) as u64 + 1);
     }
-    let state: TimeState<String, String, Count> = TimeState::Sliced(st);
+    let state: TimeState<Word, Word, Count> = TimeState::Sliced(st);
     let t = std::time::Instant::now();
     let mut dirty = DirtyGroups::new();
     snapshot_window_state(&state, &store, 0, "Window-0", (0, 1), &mut dirty)?;
@@ -711,7 +713,7 @@ pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) ->
     let t = std::time::Instant::now();
     let restored = crate::checkpoint::CheckpointStore::open(config)?;
     let parts = restored.restored_parts("Window-0");
-    let new_state = || TimeState::Sliced(SlicedWindowState::<String, String, Count>::new(slicing, 0, Count));
+    let new_state = || TimeState::Sliced(SlicedWindowState::<Word, Word, Count>::new(slicing, 0, Count));
     let mut state = new_state();
     let mut out = Vec::new();
     restore_window_state(&mut state, &new_state, &parts, "Window-0", 0, 1, &mut out)?;
