@@ -10,10 +10,10 @@
 //!
 //! Every file is `magic | format version | bincode body | XXH3-64 of all before`, written to a
 //! temporary name, synced and renamed, so a reader never sees half a file and detects any
-//! corruption. A manifest lists, for each operator and worker that wrote during this run, its
-//! newest file at or before the epoch (an operator that had nothing new to write, such as a
-//! finished source, is found in an earlier directory); recovery reads the newest manifest whose
-//! files are all intact and falls back to the previous one otherwise. Plain files were chosen
+//! corruption. A manifest lists every file this run wrote at or before its epoch, oldest first:
+//! operators write only what changed (the key groups touched since their last snapshot, nothing
+//! for a finished source), and a restore takes each part's newest version. Recovery reads the
+//! newest manifest whose files are all intact and falls back to the previous one otherwise. Plain files were chosen
 //! over an embedded store (fjall, redb, rocksdb): a snapshot is written once and read only on
 //! recovery, which is what files do best, they move to a shared filesystem or an object store
 //! unchanged, and they cost no dependency.
