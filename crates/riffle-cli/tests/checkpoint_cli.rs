@@ -289,3 +289,53 @@ fn a_savepoint_restores_the_job_elsewhere() {
         .expect("riffle savepoint");
     assert!(!o.status.success());
 }
+
+#[test]
+fn count_windows_resume_exactly_once_on_another_worker_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("words.txt");
+    generate(&input, 1_000_000);
+    let count_job = |workers: usize| {
+        let mut cmd = riffle();
+        cmd.args([
+            "wordcount",
+            "--time",
+            "event",
+            "--count-window",
+            "50",
+            "--count-slide",
+            "20",
+        ])
+        .args(["--out-of-orderness", "500ms", "--format", "json", "--source"])
+        .arg(format!("file://{}", input.display()))
+        .args(["-w", &workers.to_string()]);
+        cmd
+    };
+    let o = count_job(2).output().expect("riffle runs");
+    assert!(o.status.success());
+    let mut expected: Vec<String> = String::from_utf8(o.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    expected.sort();
+    let (ckpt, out) = (dir.path().join("ck"), dir.path().join("out"));
+    let with_checkpoints = |workers: usize| {
+        let mut cmd = count_job(workers);
+        cmd.args(["--checkpoint-interval", "20ms", "--checkpoint-dir"])
+            .arg(&ckpt)
+            .arg("--sink")
+            .arg(format!("file://{}", out.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let mut child = with_checkpoints(2).spawn().expect("riffle starts");
+    kill_after_a_checkpoint(&mut child, &ckpt);
+    let o = with_checkpoints(3).output().expect("riffle runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        committed(&out) == expected,
+        "count windows after a restore onto 3 workers"
+    );
+}

@@ -78,7 +78,64 @@ pub struct CountWindowState<K, D, A: Aggregate<D>> {
     keys: HashMap<K, KeySequence<D>>,
 }
 
+/// The part of a [`CountWindowState`] that belongs to one key group, for checkpoints.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CountPart<K, D> {
+    /// Records not yet sequenced: (sequence time, event time, key, record).
+    pub pending: Vec<(EventTime, EventTime, K, D)>,
+    /// Per key: the last records of its open windows and the records since its last firing.
+    pub keys: Vec<(K, Vec<(EventTime, D)>, u64)>,
+}
+
 impl<K: Hash + Eq + Clone, D: Clone, A: Aggregate<D>> CountWindowState<K, D, A> {
+    /// The state of the groups for which `include` holds (`group` gives a key's group, below
+    /// `groups`), empty ones included, for a checkpoint.
+    pub fn snapshot(
+        &self,
+        groups: usize,
+        group: impl Fn(&K) -> u32,
+        include: impl Fn(u32) -> bool,
+    ) -> std::collections::BTreeMap<u32, CountPart<K, D>> {
+        let mut out: std::collections::BTreeMap<u32, CountPart<K, D>> = (0..groups as u32)
+            .filter(|g| include(*g))
+            .map(|g| {
+                (
+                    g,
+                    CountPart {
+                        pending: Vec::new(),
+                        keys: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        for (seq, ts, k, d) in &self.pending {
+            if let Some(part) = out.get_mut(&group(k)) {
+                part.pending.push((*seq, *ts, k.clone(), d.clone()));
+            }
+        }
+        for (k, s) in &self.keys {
+            if let Some(part) = out.get_mut(&group(k)) {
+                part.keys
+                    .push((k.clone(), s.recent.iter().cloned().collect(), s.since_fire));
+            }
+        }
+        out
+    }
+
+    /// Adds a restored part (of key groups this state does not hold).
+    pub fn restore(&mut self, part: CountPart<K, D>) {
+        self.pending.extend(part.pending);
+        for (k, recent, since_fire) in part.keys {
+            self.keys.insert(
+                k,
+                KeySequence {
+                    recent: recent.into_iter().collect(),
+                    since_fire,
+                },
+            );
+        }
+    }
+
     /// Empty state.
     pub fn new(shape: CountWindows, agg: A) -> Self {
         CountWindowState {

@@ -32,6 +32,7 @@
 pub mod checkpoint;
 pub mod context;
 mod dedup_op;
+mod epoch_op;
 pub mod execute;
 pub mod join_op;
 pub mod sink;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 use riffle_core::aggregate::Aggregate;
-use riffle_core::count_window::{CountWindowState, CountWindows};
+use riffle_core::count_window::{CountPart, CountWindowState, CountWindows};
 use riffle_core::key_group::{KeyGroup, KEY_GROUPS};
 use riffle_core::window::TimeWindows;
 use riffle_core::window_state::{
@@ -28,12 +28,13 @@ use riffle_core::EventTime;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::AntichainRef;
 
+use crate::epoch_op::{DirtyGroups, EpochState};
 use crate::stream::{Data, DataStream, Key, KeyedStream, WindowResult};
 use crate::time::{frontier_watermark, Time};
 
@@ -240,126 +241,22 @@ where
         combined.ok_err::<Vec<Partial<K, A::Acc>>, _, Vec<(EventTime, D)>, _, _>(|x: CombineOut<K, A::Acc, D>| x);
 
     let peers = partials.scope().peers();
-    let route = Exchange::new(move |p: &Partial<K, A::Acc>| KeyGroup::of(&p.key).worker(peers) as u64);
-    let window_ctx = Arc::clone(&ctx);
-    let worker_index = partials.scope().index();
-    let op_name = crate::checkpoint::stateful_name("Window");
-    let results = partials.unary_frontier::<VecBuilder<(EventTime, WindowResult<K, A::Output>)>, _, _, _>(
-        route,
+    let state = match windows {
+        TimeWindows::Sliced(s) => TimeState::Sliced(SlicedWindowState::new(s, lateness, agg.clone())),
+        TimeWindows::Session(g) => TimeState::Session(SessionWindowState::new(g, lateness, agg.clone())),
+    };
+    let op = TimeWindowOp {
+        state,
+        windows,
+        lateness,
+        agg,
+    };
+    let results = crate::epoch_op::epoch_operator(
+        partials,
+        move |p: &Partial<K, A::Acc>| KeyGroup::of(&p.key).worker(peers) as u64,
         "Window",
-        move |cap, _info| {
-            let ctx = window_ctx;
-            let worker = worker_index;
-            let mut held = vec![cap];
-            let new_state = || match windows {
-                TimeWindows::Sliced(s) => TimeState::Sliced(SlicedWindowState::new(s, lateness, agg.clone())),
-                TimeWindows::Session(g) => TimeState::Session(SessionWindowState::new(g, lateness, agg.clone())),
-            };
-            let mut state: TimeState<K, D, A> = new_state();
-            let mut out: Vec<(EventTime, WindowResult<K, A::Output>)> = Vec::new();
-            let store = ctx.checkpoints().cloned();
-            let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
-            // Records of epochs after the open one wait here until it closes (alignment).
-            let mut pending: BTreeMap<u64, Vec<Partial<K, A::Acc>>> = BTreeMap::new();
-            if let Some(store) = &store {
-                let parts = store.restored_parts(&op_name);
-                let result = restore_window_state(&mut state, &new_state, &parts, &op_name, worker, peers, &mut out);
-                if let Err(e) = result {
-                    ctx.fail(e);
-                }
-            }
-            let mut dirty = DirtyGroups::new();
-            move |(input, frontier), output| {
-                let Some(store) = &store else {
-                    input.for_each(|_cap, data| {
-                        for p in data.drain(..) {
-                            apply_partial(&mut state, p);
-                        }
-                    });
-                    let wm = frontier_watermark(frontier.frontier().iter());
-                    fire_windows(&mut state, wm, &mut out);
-                    if !out.is_empty() {
-                        if let Some(c) = held.first() {
-                            output.session(c).give_iterator(out.drain(..));
-                        }
-                        out.clear();
-                    }
-                    hold_frontier(&mut held, frontier.frontier());
-                    return;
-                };
-                input.for_each(|cap, data| {
-                    let e = message_time(&cap).epoch;
-                    if e <= epoch {
-                        for p in data.drain(..) {
-                            dirty.mark(&p.key);
-                            apply_partial(&mut state, p);
-                        }
-                    } else {
-                        pending.entry(e).or_default().append(data);
-                    }
-                });
-                let open = frontier.frontier().iter().map(|t| t.epoch).min();
-                let last = open.unwrap_or_else(|| pending.keys().next_back().copied().unwrap_or(epoch).max(epoch));
-                // Close every epoch the frontier has passed: its records are all here.
-                while epoch < last {
-                    if let Some(records) = pending.remove(&epoch) {
-                        for p in records {
-                            dirty.mark(&p.key);
-                            apply_partial(&mut state, p);
-                        }
-                    }
-                    if dirty.any() {
-                        if let Err(e) =
-                            snapshot_window_state(&state, store, epoch, &op_name, (worker, peers), &mut dirty)
-                        {
-                            ctx.fail(e);
-                        }
-                    }
-                    epoch += 1;
-                }
-                if let Some(records) = pending.remove(&epoch) {
-                    for p in records {
-                        dirty.mark(&p.key);
-                        apply_partial(&mut state, p);
-                    }
-                }
-                // Results leave in the open epoch: move the held capabilities there first (at
-                // the end, to the last epoch, whose snapshot follows the final firing).
-                if open.is_some() {
-                    hold_frontier(&mut held, frontier.frontier());
-                } else {
-                    for c in held.iter_mut() {
-                        if c.time().epoch < epoch {
-                            let t = Time::new(epoch, c.time().watermark);
-                            c.downgrade(&t);
-                        }
-                    }
-                }
-                let wm = frontier_watermark(frontier.frontier().iter());
-                let before = out.len();
-                fire_windows(&mut state, wm, &mut out);
-                for (_, r) in &out[before..] {
-                    dirty.mark(&r.key);
-                }
-                if !out.is_empty() {
-                    if let Some(c) = held.first() {
-                        output.session(c).give_iterator(out.drain(..));
-                    }
-                    out.clear();
-                }
-                if open.is_none() {
-                    // The end: the last epoch's snapshot includes the final firing.
-                    if dirty.any() {
-                        if let Err(e) =
-                            snapshot_window_state(&state, store, epoch, &op_name, (worker, peers), &mut dirty)
-                        {
-                            ctx.fail(e);
-                        }
-                    }
-                }
-                hold_frontier(&mut held, frontier.frontier());
-            }
-        },
+        Arc::clone(&ctx),
+        op,
     );
     (
         DataStream {
@@ -410,182 +307,217 @@ fn group_of<K: Key>(k: &K) -> u32 {
     u32::from(KeyGroup::of(k).0)
 }
 
-/// Key groups changed since the last snapshot: snapshots are incremental, with a full one every
-/// [`FULL_SNAPSHOT_EVERY`] (and the first of a run), so that a restore reads a bounded chain.
-struct DirtyGroups {
-    dirty: Vec<bool>,
-    all: bool,
-    taken: u64,
+/// The time window operator's state, as the epoch shell drives it.
+struct TimeWindowOp<K, D, A: Aggregate<D>> {
+    state: TimeState<K, D, A>,
+    windows: TimeWindows,
+    lateness: i64,
+    agg: A,
 }
 
-/// Snapshots between two full ones.
-const FULL_SNAPSHOT_EVERY: u64 = 16;
-
-impl DirtyGroups {
-    fn new() -> Self {
-        DirtyGroups {
-            dirty: vec![false; KEY_GROUPS as usize],
-            all: true,
-            taken: 0,
+impl<K: Key, D: Data, A> TimeWindowOp<K, D, A>
+where
+    A: Aggregate<D>,
+{
+    fn empty(&self) -> TimeState<K, D, A> {
+        match self.windows {
+            TimeWindows::Sliced(s) => TimeState::Sliced(SlicedWindowState::new(s, self.lateness, self.agg.clone())),
+            TimeWindows::Session(g) => TimeState::Session(SessionWindowState::new(g, self.lateness, self.agg.clone())),
         }
-    }
-
-    fn mark<K: Key>(&mut self, key: &K) {
-        self.dirty[usize::from(KeyGroup::of(key).0)] = true;
-    }
-
-    fn any(&self) -> bool {
-        self.all || self.dirty.iter().any(|d| *d)
     }
 }
 
-fn snapshot_window_state<K: Key, D, A: Aggregate<D>>(
-    state: &TimeState<K, D, A>,
-    store: &crate::checkpoint::CheckpointStore,
-    epoch: u64,
-    op_name: &str,
-    (worker, peers): (usize, usize),
-    dirty: &mut DirtyGroups,
-) -> riffle_core::Result<()> {
-    let full = dirty.all || dirty.taken % FULL_SNAPSHOT_EVERY == 0;
-    // Only the groups this worker owns: an empty part of another worker's group would replace
-    // that worker's part on restore.
-    let include = |g: u32| KeyGroup(g as u16).worker(peers) == worker && (full || dirty.dirty[g as usize]);
-    let groups = KEY_GROUPS as usize;
-    let mut parts = Vec::new();
-    match state {
-        TimeState::Sliced(st) => {
-            st.snapshot(groups, group_of, include, |g, part| {
-                parts.push((g, crate::checkpoint::encode(part)?));
-                Ok::<(), riffle_core::Error>(())
-            })?;
-            // How far this worker fired, whatever groups changed.
-            let mark: SlicedPart<K, A::Acc> = SlicedPart {
-                fired_up_to: st.fired_up_to(),
-                panes: Vec::new(),
-                staged: Vec::new(),
-            };
-            parts.push((u32::MAX, crate::checkpoint::encode(&mark)?));
-        }
-        TimeState::Session(st) => {
-            for (g, part) in st.snapshot(groups, group_of, include) {
-                parts.push((g, crate::checkpoint::encode(&part)?));
-            }
-            let mark: SessionPart<K, A::Acc> = SessionPart {
-                watermark: st.watermark(),
-                sessions: Vec::new(),
-                staged: Vec::new(),
-            };
-            parts.push((u32::MAX, crate::checkpoint::encode(&mark)?));
+type Fired<K, R> = (EventTime, WindowResult<K, R>);
+
+impl<K: Key, D: Data, A> EpochState for TimeWindowOp<K, D, A>
+where
+    A: Aggregate<D>,
+    A::Output: Data,
+{
+    type In = Partial<K, A::Acc>;
+    type Out = Fired<K, A::Output>;
+
+    fn apply(&mut self, p: Partial<K, A::Acc>, _wm: i64, dirty: &mut DirtyGroups) {
+        dirty.mark(&p.key);
+        apply_partial(&mut self.state, p);
+    }
+
+    fn fire(&mut self, wm: i64, out: &mut Vec<Self::Out>, dirty: &mut DirtyGroups) {
+        let before = out.len();
+        fire_windows(&mut self.state, wm, out);
+        for (_, r) in &out[before..] {
+            dirty.mark(&r.key);
         }
     }
-    store.write(epoch, op_name, worker, parts)?;
-    dirty.all = false;
-    dirty.taken += 1;
-    dirty.dirty.iter_mut().for_each(|d| *d = false);
-    Ok(())
-}
 
-/// The newest part of each key group (parts come oldest first: an incremental chain).
-fn newest_parts(parts: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {
-    let mut newest: BTreeMap<u32, &[u8]> = BTreeMap::new();
-    let mut marks: Vec<(u32, &[u8])> = Vec::new();
-    for (g, bytes) in parts {
-        if *g == u32::MAX {
-            marks.push((*g, bytes));
-        } else {
-            newest.insert(*g, bytes);
-        }
-    }
-    newest.into_iter().chain(marks).collect()
-}
-
-/// Restores the key groups this worker owns. Parts written by different workers may have
-/// fired up to different watermarks; the state takes the highest, and the groups that were
-/// behind fire their windows up to it now (into `out`), as their old worker would have.
-fn restore_window_state<K: Key, D, A: Aggregate<D>>(
-    state: &mut TimeState<K, D, A>,
-    new_state: &dyn Fn() -> TimeState<K, D, A>,
-    parts: &[(u32, Vec<u8>)],
-    op_name: &str,
-    worker: usize,
-    peers: usize,
-    out: &mut Vec<(EventTime, WindowResult<K, A::Output>)>,
-) -> riffle_core::Result<()> {
-    let mine = |g: u32| g != u32::MAX && KeyGroup(g as u16).worker(peers) == worker;
-    let parts = newest_parts(parts);
-    match state {
-        TimeState::Sliced(st) => {
-            let mut by_mark: BTreeMap<i64, Vec<SlicedPart<K, A::Acc>>> = BTreeMap::new();
-            let mut highest = i64::MIN;
-            for (g, bytes) in parts {
-                if !mine(g) {
-                    // Only the fired watermark matters from other workers' groups.
-                    let part: SlicedMark = crate::checkpoint::decode(bytes, op_name)?;
-                    highest = highest.max(part.fired_up_to);
-                    continue;
-                }
-                let part: SlicedPart<K, A::Acc> = crate::checkpoint::decode(bytes, op_name)?;
-                highest = highest.max(part.fired_up_to);
-                if mine(g) {
-                    by_mark.entry(part.fired_up_to).or_default().push(part);
-                }
-            }
-            for (mark, parts) in by_mark {
-                let TimeState::Sliced(mut tmp) = new_state() else {
-                    continue;
-                };
-                for p in parts {
-                    tmp.restore(p);
-                }
-                debug_assert_eq!(tmp.fired_up_to(), mark);
-                let mut emitted = TimeState::Sliced(tmp);
-                fire_windows(&mut emitted, highest, out);
-                if let TimeState::Sliced(tmp) = emitted {
-                    st.absorb(tmp);
-                }
-            }
-            if highest > i64::MIN {
-                st.restore(SlicedPart {
-                    fired_up_to: highest,
+    fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> riffle_core::Result<crate::checkpoint::Parts> {
+        let groups = KEY_GROUPS as usize;
+        let mut parts = Vec::new();
+        match &self.state {
+            TimeState::Sliced(st) => {
+                st.snapshot(groups, group_of, include, |g, part| {
+                    parts.push((g, crate::checkpoint::encode(part)?));
+                    Ok::<(), riffle_core::Error>(())
+                })?;
+                // How far this worker fired, whatever groups changed.
+                let mark: SlicedPart<K, A::Acc> = SlicedPart {
+                    fired_up_to: st.fired_up_to(),
                     panes: Vec::new(),
                     staged: Vec::new(),
-                });
-            }
-        }
-        TimeState::Session(st) => {
-            let mut by_mark: BTreeMap<i64, Vec<SessionPart<K, A::Acc>>> = BTreeMap::new();
-            let mut highest = i64::MIN;
-            for (g, bytes) in parts {
-                let part: SessionPart<K, A::Acc> = crate::checkpoint::decode(bytes, op_name)?;
-                highest = highest.max(part.watermark);
-                if mine(g) {
-                    by_mark.entry(part.watermark).or_default().push(part);
-                }
-            }
-            for (_mark, parts) in by_mark {
-                let TimeState::Session(mut tmp) = new_state() else {
-                    continue;
                 };
-                for p in parts {
-                    tmp.restore(p);
-                }
-                let mut emitted = TimeState::Session(tmp);
-                fire_windows(&mut emitted, highest, out);
-                if let TimeState::Session(tmp) = emitted {
-                    st.absorb(tmp);
-                }
+                parts.push((u32::MAX, crate::checkpoint::encode(&mark)?));
             }
-            if highest > i64::MIN {
-                st.restore(SessionPart {
-                    watermark: highest,
+            TimeState::Session(st) => {
+                for (g, part) in st.snapshot(groups, group_of, include) {
+                    parts.push((g, crate::checkpoint::encode(&part)?));
+                }
+                let mark: SessionPart<K, A::Acc> = SessionPart {
+                    watermark: st.watermark(),
                     sessions: Vec::new(),
                     staged: Vec::new(),
-                });
+                };
+                parts.push((u32::MAX, crate::checkpoint::encode(&mark)?));
             }
         }
+        Ok(parts)
     }
-    Ok(())
+
+    /// Parts written by different workers may have fired up to different watermarks; the state
+    /// takes the highest, and the groups that were behind fire their windows up to it now, as
+    /// their old worker would have.
+    fn restore(
+        &mut self,
+        parts: &[(u32, &[u8])],
+        mine: &dyn Fn(u32) -> bool,
+        out: &mut Vec<Self::Out>,
+    ) -> riffle_core::Result<()> {
+        let name = "window state";
+        let mut highest = i64::MIN;
+        match self.empty() {
+            TimeState::Sliced(_) => {
+                let mut by_mark: BTreeMap<i64, Vec<SlicedPart<K, A::Acc>>> = BTreeMap::new();
+                for &(g, bytes) in parts {
+                    if !mine(g) {
+                        // Only the fired watermark matters from other workers' groups.
+                        let mark: SlicedMark = crate::checkpoint::decode(bytes, name)?;
+                        highest = highest.max(mark.fired_up_to);
+                        continue;
+                    }
+                    let part: SlicedPart<K, A::Acc> = crate::checkpoint::decode(bytes, name)?;
+                    highest = highest.max(part.fired_up_to);
+                    by_mark.entry(part.fired_up_to).or_default().push(part);
+                }
+                for (_mark, group_parts) in by_mark {
+                    let mut tmp = self.empty();
+                    if let TimeState::Sliced(t) = &mut tmp {
+                        for p in group_parts {
+                            t.restore(p);
+                        }
+                    }
+                    fire_windows(&mut tmp, highest, out);
+                    if let (TimeState::Sliced(st), TimeState::Sliced(t)) = (&mut self.state, tmp) {
+                        st.absorb(t);
+                    }
+                }
+                if let (TimeState::Sliced(st), true) = (&mut self.state, highest > i64::MIN) {
+                    st.restore(SlicedPart {
+                        fired_up_to: highest,
+                        panes: Vec::new(),
+                        staged: Vec::new(),
+                    });
+                }
+            }
+            TimeState::Session(_) => {
+                let mut by_mark: BTreeMap<i64, Vec<SessionPart<K, A::Acc>>> = BTreeMap::new();
+                for &(g, bytes) in parts {
+                    let part: SessionPart<K, A::Acc> = crate::checkpoint::decode(bytes, name)?;
+                    highest = highest.max(part.watermark);
+                    if mine(g) {
+                        by_mark.entry(part.watermark).or_default().push(part);
+                    }
+                }
+                for (_mark, group_parts) in by_mark {
+                    let mut tmp = self.empty();
+                    if let TimeState::Session(t) = &mut tmp {
+                        for p in group_parts {
+                            t.restore(p);
+                        }
+                    }
+                    fire_windows(&mut tmp, highest, out);
+                    if let (TimeState::Session(st), TimeState::Session(t)) = (&mut self.state, tmp) {
+                        st.absorb(t);
+                    }
+                }
+                if let (TimeState::Session(st), true) = (&mut self.state, highest > i64::MIN) {
+                    st.restore(SessionPart {
+                        watermark: highest,
+                        sessions: Vec::new(),
+                        staged: Vec::new(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The count window operator's state, as the epoch shell drives it.
+struct CountWindowOp<K, D, A: Aggregate<D>> {
+    state: CountWindowState<K, D, A>,
+    key: std::rc::Rc<dyn Fn(&D) -> K>,
+}
+
+impl<K: Key, D: Data, A> EpochState for CountWindowOp<K, D, A>
+where
+    A: Aggregate<D>,
+    A::Output: Data,
+{
+    type In = (EventTime, D);
+    type Out = Fired<K, A::Output>;
+
+    fn apply(&mut self, (ts, d): (EventTime, D), wm: i64, dirty: &mut DirtyGroups) {
+        let key = (self.key)(&d);
+        dirty.mark(&key);
+        self.state.add(key, ts, wm, d);
+    }
+
+    fn fire(&mut self, wm: i64, out: &mut Vec<Self::Out>, dirty: &mut DirtyGroups) {
+        self.state.advance(wm, &mut |w, k: &K, r| {
+            dirty.mark(k);
+            out.push((
+                w.max_timestamp(),
+                WindowResult {
+                    window: w,
+                    key: k.clone(),
+                    value: r,
+                },
+            ))
+        });
+    }
+
+    fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> riffle_core::Result<crate::checkpoint::Parts> {
+        self.state
+            .snapshot(KEY_GROUPS as usize, group_of, include)
+            .into_iter()
+            .map(|(g, part)| Ok((g, crate::checkpoint::encode(&part)?)))
+            .collect()
+    }
+
+    fn restore(
+        &mut self,
+        parts: &[(u32, &[u8])],
+        mine: &dyn Fn(u32) -> bool,
+        _out: &mut Vec<Self::Out>,
+    ) -> riffle_core::Result<()> {
+        // Sequencing is per key: a group resumes where its old worker was, with no catch-up.
+        for &(g, bytes) in parts {
+            if mine(g) {
+                let part: CountPart<K, D> = crate::checkpoint::decode(bytes, "count window state")?;
+                self.state.restore(part);
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn count_window<'s, K: Key, D: Data, A>(
@@ -598,53 +530,19 @@ where
     A::Output: Data,
 {
     let ctx = Arc::clone(&keyed.stream.ctx);
-    if ctx.checkpoints().is_some() {
-        ctx.fail(riffle_core::Error::Config(
-            "count windows do not support checkpoints yet".into(),
-        ));
-    }
     let peers = keyed.stream.stream.scope().peers();
     let route_key = keyed.key.clone();
-    let key_fn = keyed.key;
-    let route = Exchange::new(move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64);
-    let results = keyed
-        .stream
-        .stream
-        .unary_frontier::<VecBuilder<(EventTime, WindowResult<K, A::Output>)>, _, _, _>(
-            route,
-            "CountWindow",
-            move |cap, _info| {
-                let mut held = vec![cap];
-                let mut state = CountWindowState::new(shape, agg);
-                let mut out = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data| {
-                        let wm = message_time(&cap).watermark;
-                        for (ts, d) in data.drain(..) {
-                            state.add(key_fn(&d), ts, wm, d);
-                        }
-                    });
-                    let wm = frontier_watermark(frontier.frontier().iter());
-                    state.advance(wm, &mut |w, k: &K, r| {
-                        out.push((
-                            w.max_timestamp(),
-                            WindowResult {
-                                window: w,
-                                key: k.clone(),
-                                value: r,
-                            },
-                        ))
-                    });
-                    if !out.is_empty() {
-                        if let Some(c) = held.first() {
-                            output.session(c).give_iterator(out.drain(..));
-                        }
-                        out.clear();
-                    }
-                    hold_frontier(&mut held, frontier.frontier());
-                }
-            },
-        );
+    let op = CountWindowOp {
+        state: CountWindowState::new(shape, agg),
+        key: keyed.key,
+    };
+    let results = crate::epoch_op::epoch_operator(
+        keyed.stream.stream,
+        move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64,
+        "CountWindow",
+        Arc::clone(&ctx),
+        op,
+    );
     DataStream { stream: results, ctx }
 }
 
@@ -688,16 +586,21 @@ pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) ->
         k.truncate(key_bytes.max(8));
         st.add_on_time(pane, Word::from(k), (i % 1000) as u64 + 1);
     }
-    let state: TimeState<Word, Word, Count> = TimeState::Sliced(st);
+    let op = TimeWindowOp {
+        state: TimeState::Sliced(st),
+        windows: TimeWindows::Sliced(slicing),
+        lateness: 0,
+        agg: Count,
+    };
     let t = std::time::Instant::now();
     let mut dirty = DirtyGroups::new();
-    snapshot_window_state(&state, &store, 0, "Window-0", (0, 1), &mut dirty)?;
+    crate::epoch_op::take_snapshot(&op, &store, 0, "Window-0", (0, 1), &mut dirty)?;
     let snapshot_secs = t.elapsed().as_secs_f64();
     let sink = store.register_sink();
     store.sink_complete(sink, 0)?;
     dirty.dirty[7] = true;
     let t = std::time::Instant::now();
-    snapshot_window_state(&state, &store, 1, "Window-0", (0, 1), &mut dirty)?;
+    crate::epoch_op::take_snapshot(&op, &store, 1, "Window-0", (0, 1), &mut dirty)?;
     let incremental_secs = t.elapsed().as_secs_f64();
     let bytes = std::fs::read_dir(dir.join("chk-0000000000"))
         .map_err(|source| riffle_core::Error::Io {
@@ -709,16 +612,20 @@ pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) ->
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum();
-    drop(state);
+    drop(op);
     let t = std::time::Instant::now();
     let restored = crate::checkpoint::CheckpointStore::open(config)?;
     let parts = restored.restored_parts("Window-0");
-    let new_state = || TimeState::Sliced(SlicedWindowState::<Word, Word, Count>::new(slicing, 0, Count));
-    let mut state = new_state();
+    let mut op = TimeWindowOp {
+        state: TimeState::Sliced(SlicedWindowState::<Word, Word, Count>::new(slicing, 0, Count)),
+        windows: TimeWindows::Sliced(slicing),
+        lateness: 0,
+        agg: Count,
+    };
     let mut out = Vec::new();
-    restore_window_state(&mut state, &new_state, &parts, "Window-0", 0, 1, &mut out)?;
+    crate::epoch_op::restore_state(&mut op, &parts, (0, 1), &mut out)?;
     let restore_secs = t.elapsed().as_secs_f64();
-    let restored_keys = match &state {
+    let restored_keys = match &op.state {
         TimeState::Sliced(st) => st.len(),
         TimeState::Session(st) => st.len(),
     };

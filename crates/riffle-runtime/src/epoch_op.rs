@@ -1,0 +1,229 @@
+//! The shell of keyed stateful operators that take part in checkpoints.
+//!
+//! A stateful operator (windows, count windows) receives records exchanged by key group and keeps
+//! its state in an [`EpochState`]. This shell does the rest, the same way for all of them:
+//!
+//! * **alignment**: records of the open epoch (the lowest epoch of the input frontier) are
+//!   applied at once, records of later epochs wait until the epochs before them close;
+//! * **snapshots**: when the frontier passes an epoch, its remaining records are applied and the
+//!   key groups that changed are written for that epoch (all of this worker's groups every
+//!   [`FULL_SNAPSHOT_EVERY`] snapshots and at the start of a run), before the operator's
+//!   capability moves on, so the commit downstream cannot see the epoch complete too early;
+//! * **output**: results leave at the open epoch, so the snapshot of an epoch reflects exactly
+//!   the results tagged with it or before; at the end of the input, the final results belong to
+//!   the last epoch, whose snapshot follows them;
+//! * **restore**: the key groups this worker owns, from every old worker's files.
+//!
+//! Without checkpoints the shell applies records as they come and fires on the frontier.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use riffle_core::key_group::{KeyGroup, KEY_GROUPS};
+use riffle_core::Result;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use crate::checkpoint::{CheckpointStore, Parts};
+use crate::context::JobContext;
+use crate::stream::{Data, Key};
+use crate::time::{frontier_watermark, Time};
+use crate::window_op::{hold_frontier, message_time};
+
+type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
+
+/// Snapshots between two full ones.
+pub(crate) const FULL_SNAPSHOT_EVERY: u64 = 16;
+
+/// Key groups changed since the last snapshot.
+pub(crate) struct DirtyGroups {
+    pub(crate) dirty: Vec<bool>,
+    all: bool,
+    taken: u64,
+}
+
+impl DirtyGroups {
+    pub(crate) fn new() -> Self {
+        DirtyGroups {
+            dirty: vec![false; KEY_GROUPS as usize],
+            all: true,
+            taken: 0,
+        }
+    }
+
+    /// Marks the group of `key` changed.
+    pub(crate) fn mark<K: Key>(&mut self, key: &K) {
+        self.dirty[usize::from(KeyGroup::of(key).0)] = true;
+    }
+
+    fn any(&self) -> bool {
+        self.all || self.dirty.iter().any(|d| *d)
+    }
+}
+
+/// The state of a keyed operator that checkpoints.
+pub(crate) trait EpochState: 'static {
+    /// What the operator receives.
+    type In: Data;
+    /// What it emits.
+    type Out: Data;
+    /// Applies a record that arrived with watermark `wm`, marking the groups it changes.
+    fn apply(&mut self, record: Self::In, wm: i64, dirty: &mut DirtyGroups);
+    /// Advances to watermark `wm`, emitting results (and marking their groups changed).
+    fn fire(&mut self, wm: i64, out: &mut Vec<Self::Out>, dirty: &mut DirtyGroups);
+    /// Encodes the groups for which `include` holds (empty ones too), plus anything per worker.
+    fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> Result<Parts>;
+    /// Restores the newest parts of the groups `mine` accepts; may emit results that the old
+    /// workers would have emitted (catch-up).
+    fn restore(&mut self, parts: &[(u32, &[u8])], mine: &dyn Fn(u32) -> bool, out: &mut Vec<Self::Out>) -> Result<()>;
+}
+
+/// The newest part of each id (parts come oldest first: an incremental chain); parts with id
+/// `u32::MAX` (per-worker marks) are all kept.
+fn newest_parts(parts: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {
+    let mut newest: BTreeMap<u32, &[u8]> = BTreeMap::new();
+    let mut marks: Vec<(u32, &[u8])> = Vec::new();
+    for (g, bytes) in parts {
+        if *g == u32::MAX {
+            marks.push((*g, bytes));
+        } else {
+            newest.insert(*g, bytes);
+        }
+    }
+    newest.into_iter().chain(marks).collect()
+}
+
+/// Writes the snapshot of `epoch` and resets the changed groups.
+pub(crate) fn take_snapshot<S: EpochState>(
+    state: &S,
+    store: &CheckpointStore,
+    epoch: u64,
+    op_name: &str,
+    (worker, peers): (usize, usize),
+    dirty: &mut DirtyGroups,
+) -> Result<()> {
+    let full = dirty.all || dirty.taken % FULL_SNAPSHOT_EVERY == 0;
+    // Only the groups this worker owns: an empty part of another worker's group would replace
+    // that worker's part on restore.
+    let include = |g: u32| KeyGroup(g as u16).worker(peers) == worker && (full || dirty.dirty[g as usize]);
+    let parts = state.snapshot(&include)?;
+    store.write(epoch, op_name, worker, parts)?;
+    dirty.all = false;
+    dirty.taken += 1;
+    dirty.dirty.iter_mut().for_each(|d| *d = false);
+    Ok(())
+}
+
+/// Restores `state` from the checkpoint parts of `op_name`.
+pub(crate) fn restore_state<S: EpochState>(
+    state: &mut S,
+    parts: &[(u32, Vec<u8>)],
+    (worker, peers): (usize, usize),
+    out: &mut Vec<S::Out>,
+) -> Result<()> {
+    let mine = |g: u32| g != u32::MAX && KeyGroup(g as u16).worker(peers) == worker;
+    state.restore(&newest_parts(parts), &mine, out)
+}
+
+/// Builds the operator: `stream` exchanged by `route` (the worker of a record's key group).
+pub(crate) fn epoch_operator<'s, S: EpochState>(
+    stream: Stream<'s, Time, Vec<S::In>>,
+    route: impl Fn(&S::In) -> u64 + 'static,
+    name: &'static str,
+    ctx: Arc<JobContext>,
+    mut state: S,
+) -> Stream<'s, Time, Vec<S::Out>> {
+    let (worker, peers) = (stream.scope().index(), stream.scope().peers());
+    let op_name = crate::checkpoint::stateful_name(name);
+    stream.unary_frontier::<VecBuilder<S::Out>, _, _, _>(Exchange::new(route), name, move |cap, _info| {
+        let mut held = vec![cap];
+        let mut out: Vec<S::Out> = Vec::new();
+        let store = ctx.checkpoints().cloned();
+        let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
+        // Records of epochs after the open one wait here until it closes (alignment).
+        let mut pending: BTreeMap<u64, Vec<(i64, S::In)>> = BTreeMap::new();
+        let mut dirty = DirtyGroups::new();
+        if let Some(store) = &store {
+            if let Err(e) = restore_state(&mut state, &store.restored_parts(&op_name), (worker, peers), &mut out) {
+                ctx.fail(e);
+            }
+        }
+        move |(input, frontier), output| {
+            let Some(store) = &store else {
+                input.for_each(|cap, data| {
+                    let wm = message_time(&cap).watermark;
+                    for x in data.drain(..) {
+                        state.apply(x, wm, &mut dirty);
+                    }
+                });
+                state.fire(frontier_watermark(frontier.frontier().iter()), &mut out, &mut dirty);
+                if !out.is_empty() {
+                    if let Some(c) = held.first() {
+                        output.session(c).give_iterator(out.drain(..));
+                    }
+                    out.clear();
+                }
+                hold_frontier(&mut held, frontier.frontier());
+                return;
+            };
+            input.for_each(|cap, data| {
+                let t = message_time(&cap);
+                if t.epoch <= epoch {
+                    for x in data.drain(..) {
+                        state.apply(x, t.watermark, &mut dirty);
+                    }
+                } else {
+                    pending
+                        .entry(t.epoch)
+                        .or_default()
+                        .extend(data.drain(..).map(|x| (t.watermark, x)));
+                }
+            });
+            let open = frontier.frontier().iter().map(|t| t.epoch).min();
+            let last = open.unwrap_or_else(|| pending.keys().next_back().copied().unwrap_or(epoch).max(epoch));
+            // Close every epoch the frontier has passed: its records are all here.
+            while epoch < last {
+                for (wm, x) in pending.remove(&epoch).unwrap_or_default() {
+                    state.apply(x, wm, &mut dirty);
+                }
+                if dirty.any() {
+                    if let Err(e) = take_snapshot(&state, store, epoch, &op_name, (worker, peers), &mut dirty) {
+                        ctx.fail(e);
+                    }
+                }
+                epoch += 1;
+            }
+            for (wm, x) in pending.remove(&epoch).unwrap_or_default() {
+                state.apply(x, wm, &mut dirty);
+            }
+            // Results leave in the open epoch: move the held capabilities there first (at the
+            // end, to the last epoch, whose snapshot follows the final firing).
+            if open.is_some() {
+                hold_frontier(&mut held, frontier.frontier());
+            } else {
+                for c in held.iter_mut() {
+                    if c.time().epoch < epoch {
+                        let t = Time::new(epoch, c.time().watermark);
+                        c.downgrade(&t);
+                    }
+                }
+            }
+            state.fire(frontier_watermark(frontier.frontier().iter()), &mut out, &mut dirty);
+            if !out.is_empty() {
+                if let Some(c) = held.first() {
+                    output.session(c).give_iterator(out.drain(..));
+                }
+                out.clear();
+            }
+            if open.is_none() && dirty.any() {
+                // The end: the last epoch's snapshot includes the final firing.
+                if let Err(e) = take_snapshot(&state, store, epoch, &op_name, (worker, peers), &mut dirty) {
+                    ctx.fail(e);
+                }
+            }
+            hold_frontier(&mut held, frontier.frontier());
+        }
+    })
+}
