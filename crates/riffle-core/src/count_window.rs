@@ -78,13 +78,16 @@ pub struct CountWindowState<K, D, A: Aggregate<D>> {
     keys: HashMap<K, KeySequence<D>>,
 }
 
+/// A key's open count windows: its last records and the records since its last firing.
+pub type KeyRecords<K, D> = (K, Vec<(EventTime, D)>, u64);
+
 /// The part of a [`CountWindowState`] that belongs to one key group, for checkpoints.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CountPart<K, D> {
     /// Records not yet sequenced: (sequence time, event time, key, record).
     pub pending: Vec<(EventTime, EventTime, K, D)>,
     /// Per key: the last records of its open windows and the records since its last firing.
-    pub keys: Vec<(K, Vec<(EventTime, D)>, u64)>,
+    pub keys: Vec<KeyRecords<K, D>>,
 }
 
 impl<K: Hash + Eq + Clone, D: Clone, A: Aggregate<D>> CountWindowState<K, D, A> {
