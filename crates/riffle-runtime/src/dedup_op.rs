@@ -1,24 +1,119 @@
-//! The deduplication operator on timely: a shell around `riffle_sketch::dedup::Deduplicator`.
+//! The deduplication operator on timely: a `riffle_sketch::dedup::Deduplicator` in the epoch
+//! shell of keyed stateful operators (see [`crate::epoch_op`]), so it checkpoints and restores
+//! onto any number of workers like the window operators.
 //!
 //! Records go to the worker owning their key's key group, wait until the watermark passes
 //! their sequence time (`max(event time, watermark on arrival)`, as count windows), and are
 //! then offered in sequence order; kept records leave at once with their own event time.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
-use riffle_core::key_group::{stable_hash, KeyGroup};
+use riffle_core::key_group::{stable_hash, KeyGroup, KEY_GROUPS};
 use riffle_core::EventTime;
 use riffle_sketch::dedup::Deduplicator;
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use riffle_sketch::CountingBloomFilter;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::OkErr;
-use timely::dataflow::operators::generic::Operator;
 
+use crate::epoch_op::{DirtyGroups, EpochState};
 use crate::stream::{Data, DataStream, Key, KeyedStream};
-use crate::time::frontier_watermark;
-use crate::window_op::{hold_frontier, message_time};
 
-type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
+/// A record waiting for the watermark: (sequence time, event time, key hash, record).
+type Waiting<D> = (EventTime, EventTime, u64, D);
+
+/// What a checkpoint holds of one key group.
+#[derive(Serialize, Deserialize)]
+struct DedupPart<D> {
+    pending: Vec<Waiting<D>>,
+    filter: Option<Vec<u8>>,
+    recent: Vec<(EventTime, u64)>,
+    /// This worker's highest sequence time (the same in every part of a worker).
+    last: EventTime,
+}
+
+struct DedupOp<K, D> {
+    dedup: Deduplicator,
+    pending: Vec<Waiting<D>>,
+    key: Rc<dyn Fn(&D) -> K>,
+}
+
+fn group_of_hash(hash: u64) -> usize {
+    usize::from(KeyGroup::of_hash(hash).0)
+}
+
+impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
+    type In = (EventTime, D);
+    type Out = (EventTime, (bool, D));
+
+    fn apply(&mut self, (ts, d): (EventTime, D), wm: i64, dirty: &mut DirtyGroups) {
+        let hash = stable_hash(&(self.key)(&d));
+        dirty.dirty[group_of_hash(hash)] = true;
+        self.pending.push((ts.max(wm), ts, hash, d));
+    }
+
+    fn fire(&mut self, wm: i64, out: &mut Vec<Self::Out>, dirty: &mut DirtyGroups) {
+        if !self.pending.iter().any(|p| p.0 < wm) {
+            return;
+        }
+        let (mut ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.0 < wm);
+        self.pending = rest;
+        // Stable: equal (sequence, event time) keep their arrival order.
+        ready.sort_by_key(|p| (p.0, p.1));
+        for (seq, ts, hash, d) in ready {
+            dirty.dirty[group_of_hash(hash)] = true;
+            out.push((ts, (self.dedup.offer(seq, hash), d)));
+        }
+    }
+
+    fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> riffle_core::Result<crate::checkpoint::Parts> {
+        let mut parts = Vec::new();
+        for g in 0..KEY_GROUPS as u16 {
+            if !include(u32::from(g)) {
+                continue;
+            }
+            let (filter, recent) = self.dedup.snapshot_group(g);
+            let part = DedupPart {
+                pending: self
+                    .pending
+                    .iter()
+                    .filter(|p| group_of_hash(p.2) == usize::from(g))
+                    .cloned()
+                    .collect(),
+                filter: filter.map(CountingBloomFilter::to_bytes),
+                recent,
+                last: self.dedup.last(),
+            };
+            parts.push((u32::from(g), crate::checkpoint::encode(&part)?));
+        }
+        Ok(parts)
+    }
+
+    fn restore(
+        &mut self,
+        parts: &[(u32, &[u8])],
+        mine: &dyn Fn(u32) -> bool,
+        _out: &mut Vec<Self::Out>,
+    ) -> riffle_core::Result<()> {
+        let mut last = EventTime::MIN;
+        for &(g, bytes) in parts {
+            if !mine(g) {
+                continue;
+            }
+            let part: DedupPart<D> = crate::checkpoint::decode(bytes, "deduplication state")?;
+            let filter = part
+                .filter
+                .map(|b| CountingBloomFilter::from_bytes(&b))
+                .transpose()
+                .map_err(|e| riffle_core::Error::Execution(format!("deduplication state: {e}")))?;
+            last = last.max(part.last);
+            self.pending.extend(part.pending);
+            self.dedup.restore_group(g as u16, filter, part.recent);
+        }
+        self.dedup.finish_restore(last);
+        Ok(())
+    }
+}
 
 /// Kept records and dropped duplicates.
 pub(crate) fn dedup<'s, K: Key, D: Data>(
@@ -27,53 +122,23 @@ pub(crate) fn dedup<'s, K: Key, D: Data>(
     expected_keys: u64,
     fp_rate: f64,
 ) -> riffle_core::Result<(DataStream<'s, D>, DataStream<'s, D>)> {
-    // Validate the configuration once, before building the operator on every worker.
-    Deduplicator::new(within, expected_keys, fp_rate).map_err(|e| riffle_core::Error::Config(e.to_string()))?;
+    let dedup =
+        Deduplicator::new(within, expected_keys, fp_rate).map_err(|e| riffle_core::Error::Config(e.to_string()))?;
     let ctx = Arc::clone(&keyed.stream.ctx);
-    if ctx.checkpoints().is_some() {
-        return Err(riffle_core::Error::Config(
-            "deduplication does not support checkpoints yet".into(),
-        ));
-    }
     let peers = keyed.stream.stream.scope().peers();
     let route_key = keyed.key.clone();
-    let key_fn = keyed.key;
-    let route = Exchange::new(move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64);
-    let decided = keyed
-        .stream
-        .stream
-        .unary_frontier::<VecBuilder<(EventTime, (bool, D))>, _, _, _>(route, "Dedup", move |cap, _info| {
-            let mut held = vec![cap];
-            let mut dedup = Deduplicator::new(within, expected_keys, fp_rate).ok();
-            let mut pending: Vec<(EventTime, EventTime, u64, D)> = Vec::new();
-            let mut out = Vec::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    let wm = message_time(&cap).watermark;
-                    for (ts, d) in data.drain(..) {
-                        pending.push((ts.max(wm), ts, stable_hash(&key_fn(&d)), d));
-                    }
-                });
-                let wm = frontier_watermark(frontier.frontier().iter());
-                if pending.iter().any(|p| p.0 < wm) {
-                    let (mut ready, rest): (Vec<_>, Vec<_>) =
-                        std::mem::take(&mut pending).into_iter().partition(|p| p.0 < wm);
-                    pending = rest;
-                    // Stable: equal (sequence, event time) keep their arrival order.
-                    ready.sort_by_key(|p| (p.0, p.1));
-                    if let Some(dedup) = dedup.as_mut() {
-                        for (seq, ts, hash, d) in ready {
-                            out.push((ts, (dedup.offer(seq, hash), d)));
-                        }
-                    }
-                    if let Some(c) = held.first() {
-                        output.session(c).give_iterator(out.drain(..));
-                    }
-                    out.clear();
-                }
-                hold_frontier(&mut held, frontier.frontier());
-            }
-        });
+    let op = DedupOp {
+        dedup,
+        pending: Vec::new(),
+        key: keyed.key,
+    };
+    let decided = crate::epoch_op::epoch_operator(
+        keyed.stream.stream,
+        move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64,
+        "Dedup",
+        Arc::clone(&ctx),
+        op,
+    );
     let (kept, dropped) = decided.ok_err(|(ts, (keep, d))| if keep { Ok((ts, d)) } else { Err((ts, d)) });
     Ok((
         DataStream {

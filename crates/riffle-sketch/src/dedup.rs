@@ -88,6 +88,36 @@ impl Deduplicator {
         }
     }
 
+    /// The state of key group `group`, for a checkpoint: its filter (if it has one) and the
+    /// (sequence time, key hash) of its records still in the interval, oldest first.
+    pub fn snapshot_group(&self, group: u16) -> (Option<&CountingBloomFilter>, Vec<(EventTime, u64)>) {
+        let recent = self
+            .recent
+            .iter()
+            .filter(|(_, h)| KeyGroup::of_hash(*h).0 == group)
+            .copied()
+            .collect();
+        (self.filters[usize::from(group)].as_ref(), recent)
+    }
+
+    /// The highest sequence time offered so far.
+    pub fn last(&self) -> EventTime {
+        self.last
+    }
+
+    /// Restores key group `group` (a group this deduplicator does not hold); call
+    /// [`finish_restore`](Self::finish_restore) once every group is in.
+    pub fn restore_group(&mut self, group: u16, filter: Option<CountingBloomFilter>, recent: Vec<(EventTime, u64)>) {
+        self.filters[usize::from(group)] = filter;
+        self.recent.extend(recent);
+    }
+
+    /// Orders the restored records by sequence time and resumes after `last`.
+    pub fn finish_restore(&mut self, last: EventTime) {
+        self.recent.make_contiguous().sort_by_key(|r| r.0);
+        self.last = self.last.max(last);
+    }
+
     /// Records held (the state size).
     pub fn len(&self) -> usize {
         self.recent.len()
