@@ -97,13 +97,21 @@ fn commit_pending(dir: &Path, upto: Option<u64>) -> Result<()> {
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(epoch) = parse_part(&name) else { continue };
         if upto.is_some_and(|u| epoch <= u) {
-            let target = dir.join(&name);
-            std::fs::rename(entry.path(), &target).map_err(io("cannot commit", &target))?;
+            rename_once(&entry.path(), &dir.join(&name))?;
         } else {
             let _ = std::fs::remove_file(entry.path());
         }
     }
     Ok(())
+}
+
+/// Renames a pending file into place; one that is gone was committed by another process of
+/// the job (they share the directory).
+fn rename_once(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(io("cannot commit", to)),
+    }
 }
 
 /// Commits pending files of epochs `≤ upto` (others stay pending).
@@ -115,8 +123,7 @@ fn commit_upto(dir: &Path, upto: u64) -> Result<()> {
     {
         let name = entry.file_name().to_string_lossy().to_string();
         if parse_part(&name).is_some_and(|e| e <= upto) {
-            let target = dir.join(&name);
-            std::fs::rename(entry.path(), &target).map_err(io("cannot commit", &target))?;
+            rename_once(&entry.path(), &dir.join(&name))?;
         }
     }
     Ok(())
