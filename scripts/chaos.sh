@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Chaos run for the benchmark report: a checkpointed, windowed word count over a file of
-# 3 M lines is killed with SIGKILL at random moments KILLS times (default 100), restarted on
-# 1, 2 or 3 workers in turn, and finally run to its end; its committed output must equal an
-# uninterrupted run's. Usage: scripts/chaos.sh [KILLS]
+# 3 M lines is killed with SIGKILL at random moments until KILLS kills have landed (default
+# 100), restarted on 1, 2 or 3 workers in turn. Whenever a run ends by itself, its committed
+# output must equal an uninterrupted run's, and a new round starts from scratch.
+# Usage: scripts/chaos.sh [KILLS]
 set -euo pipefail
 KILLS=${1:-100}
 cd "$(dirname "$0")/.."
@@ -15,22 +16,33 @@ JOB=(wordcount --time event --window 5s --slide 1s --out-of-orderness 500ms --fo
 "$R" "${JOB[@]}" -w 2 2>/dev/null | sort > "$WORK/expected.txt"
 kills=0
 runs=0
+rounds=0
 SECONDS=0
+check() {
+  cat "$WORK"/out/part-* | sort > "$WORK/got.txt"
+  if ! cmp -s "$WORK/got.txt" "$WORK/expected.txt"; then
+    echo "chaos: OUTPUT DIFFERS in round $rounds after $kills kills: $(wc -l < "$WORK/got.txt") results, expected $(wc -l < "$WORK/expected.txt")"
+    exit 1
+  fi
+}
 while [ "$kills" -lt "$KILLS" ]; do
-  workers=$((1 + runs % 3)); runs=$((runs + 1))
-  "$R" "${JOB[@]}" -w "$workers" --checkpoint-dir "$WORK/ck" --checkpoint-interval 20ms --sink "file://$WORK/out" 2>/dev/null &
-  pid=$!
-  sleep "0.0$((RANDOM % 8 + 2))"
-  if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
-  wait "$pid" 2>/dev/null || true
-  if [ "$runs" -gt $((KILLS * 3)) ]; then echo "the job keeps finishing before it is killed: give it more input"; exit 1; fi
+  rounds=$((rounds + 1))
+  rm -rf "$WORK/ck" "$WORK/out"
+  while [ "$kills" -lt "$KILLS" ]; do
+    workers=$((1 + runs % 3))
+    runs=$((runs + 1))
+    "$R" "${JOB[@]}" -w "$workers" --checkpoint-dir "$WORK/ck" --checkpoint-interval 20ms --sink "file://$WORK/out" 2>/dev/null &
+    pid=$!
+    sleep "0.0$((RANDOM % 8 + 2))"
+    if kill -9 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || true
+      kills=$((kills + 1))
+    else
+      wait "$pid" || { echo "chaos: a run failed"; exit 1; }
+      break
+    fi
+  done
+  "$R" "${JOB[@]}" -w 2 --checkpoint-dir "$WORK/ck" --checkpoint-interval 20ms --sink "file://$WORK/out" 2>/dev/null
+  check
 done
-"$R" "${JOB[@]}" -w 2 --checkpoint-dir "$WORK/ck" --checkpoint-interval 20ms --sink "file://$WORK/out" 2>/dev/null
-cat "$WORK"/out/part-* | sort > "$WORK/got.txt"
-
-if cmp -s "$WORK/got.txt" "$WORK/expected.txt"; then
-  echo "chaos: $kills kills in $runs runs, $(wc -l < "$WORK/got.txt") results, identical to the uninterrupted run in ${SECONDS} s"
-else
-  echo "chaos: OUTPUT DIFFERS after $kills kills: $(wc -l < "$WORK/got.txt") results, expected $(wc -l < "$WORK/expected.txt")"
-  exit 1
-fi
+echo "chaos: $kills kills in $runs runs over $rounds rounds; every round's committed output ($(wc -l < "$WORK/expected.txt") results) identical to the uninterrupted run; ${SECONDS} s"
