@@ -28,8 +28,6 @@ struct DedupPart<D> {
     pending: Vec<Waiting<D>>,
     filter: Option<Vec<u8>>,
     recent: Vec<(EventTime, u64)>,
-    /// This worker's highest sequence time (the same in every part of a worker).
-    last: EventTime,
 }
 
 struct DedupOp<K, D> {
@@ -82,7 +80,6 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
                     .collect(),
                 filter: filter.map(CountingBloomFilter::to_bytes),
                 recent,
-                last: self.dedup.last(),
             };
             parts.push((u32::from(g), crate::checkpoint::encode(&part)?));
         }
@@ -95,7 +92,6 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
         mine: &dyn Fn(u32) -> bool,
         _out: &mut Vec<Self::Out>,
     ) -> riffle_core::Result<()> {
-        let mut last = EventTime::MIN;
         for &(g, bytes) in parts {
             if !mine(g) {
                 continue;
@@ -106,11 +102,9 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
                 .map(|b| CountingBloomFilter::from_bytes(&b))
                 .transpose()
                 .map_err(|e| riffle_core::Error::Execution(format!("deduplication state: {e}")))?;
-            last = last.max(part.last);
             self.pending.extend(part.pending);
             self.dedup.restore_group(g as u16, filter, part.recent);
         }
-        self.dedup.finish_restore(last);
         Ok(())
     }
 }

@@ -210,9 +210,15 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
                     }
                 }
             }
-            state.fire(frontier_watermark(frontier.frontier().iter()), &mut out, &mut dirty);
+            // Records held back for a later epoch may have arrived with a lower watermark than
+            // the frontier's (the frontier holds another source's older epoch at a higher
+            // watermark): the state must not move past them.
+            let held_back = pending.values().flatten().map(|(wm, _)| *wm).min().unwrap_or(i64::MAX);
+            let wm = frontier_watermark(frontier.frontier().iter()).min(held_back);
+            state.fire(wm, &mut out, &mut dirty);
             if !out.is_empty() {
-                if let Some(c) = held.first() {
+                // The open epoch's capability: a result must not belong to a later epoch than the state.
+                if let Some(c) = held.iter().min_by_key(|c| c.time().epoch) {
                     output.session(c).give_iterator(out.drain(..));
                 }
                 out.clear();

@@ -11,6 +11,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use hashbrown::HashMap;
 use riffle_core::join::{Change, IntervalJoinState, TemporalJoinState, WindowJoinState};
 use riffle_core::key_group::KeyGroup;
@@ -77,6 +79,68 @@ pub(crate) trait TwoInputLogic<K, L, R, O>: 'static {
     fn ordered(&self) -> bool {
         false
     }
+    /// The state, encoded for a checkpoint.
+    fn snapshot(&self) -> riffle_core::Result<Vec<u8>>;
+    /// Replaces the state with a checkpointed one.
+    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()>;
+}
+
+/// What a join checkpoints on one worker: its state, the records accepted but not yet joined,
+/// and the number of workers (joins keep their state whole per worker, not by key group, so
+/// they restore onto the same number of workers only).
+#[derive(Serialize, Deserialize)]
+struct JoinSnapshot<L, R> {
+    workers: usize,
+    state: Vec<u8>,
+    pending_left: Vec<(EventTime, i64, L)>,
+    pending_right: Vec<(EventTime, i64, R)>,
+}
+
+fn snapshot_join<K, L: Data, R: Data, O, S: TwoInputLogic<K, L, R, O>>(
+    logic: &S,
+    pending_left: &[(EventTime, i64, L)],
+    pending_right: &[(EventTime, i64, R)],
+    store: &crate::checkpoint::CheckpointStore,
+    epoch: u64,
+    op_name: &str,
+    (worker, peers): (usize, usize),
+) -> riffle_core::Result<()> {
+    let snap = JoinSnapshot {
+        workers: peers,
+        state: logic.snapshot()?,
+        pending_left: pending_left.to_vec(),
+        pending_right: pending_right.to_vec(),
+    };
+    store.write(
+        epoch,
+        op_name,
+        worker,
+        vec![(worker as u32, crate::checkpoint::encode(&snap)?)],
+    )
+}
+
+fn restore_join<K, L: Data, R: Data, O, S: TwoInputLogic<K, L, R, O>>(
+    logic: &mut S,
+    pending_left: &mut Vec<(EventTime, i64, L)>,
+    pending_right: &mut Vec<(EventTime, i64, R)>,
+    parts: &[(u32, Vec<u8>)],
+    (worker, peers): (usize, usize),
+) -> riffle_core::Result<()> {
+    // The newest part of this worker (parts come oldest first).
+    let Some((_, bytes)) = parts.iter().rev().find(|(w, _)| *w as usize == worker) else {
+        return Ok(());
+    };
+    let snap: JoinSnapshot<L, R> = crate::checkpoint::decode(bytes, "join state")?;
+    if snap.workers != peers {
+        return Err(riffle_core::Error::Config(format!(
+            "a join's checkpoint restores onto the same number of workers only: it was taken on {} workers, the job has {peers}",
+            snap.workers
+        )));
+    }
+    logic.restore(&snap.state)?;
+    *pending_left = snap.pending_left;
+    *pending_right = snap.pending_right;
+    Ok(())
 }
 
 /// Takes the pending records whose arrival watermark is below `release` (all of them when
@@ -124,12 +188,9 @@ where
     S: TwoInputLogic<K, L, R, O>,
 {
     let ctx = Arc::clone(&left.stream.ctx);
-    if ctx.checkpoints().is_some() {
-        ctx.fail(riffle_core::Error::Config(format!(
-            "{name} does not support checkpoints yet"
-        )));
-    }
     let peers = left.stream.stream.scope().peers();
+    let worker = left.stream.stream.scope().index();
+    let op_name = crate::checkpoint::stateful_name(name);
     let (lk, rk) = (left.key.clone(), right.key.clone());
     let route_l = Exchange::new(move |(_, d): &(EventTime, L)| KeyGroup::of(&lk(d)).worker(peers) as u64);
     let route_r = Exchange::new(move |(_, d): &(EventTime, R)| KeyGroup::of(&rk(d)).worker(peers) as u64);
@@ -156,36 +217,115 @@ where
                 let ordered = logic.ordered();
                 let mut pending_left: Vec<(EventTime, i64, L)> = Vec::new();
                 let mut pending_right: Vec<(EventTime, i64, R)> = Vec::new();
+                // Checkpoints: records of epochs after the open one wait here (alignment); the
+                // state and the records accepted but not yet joined are written per epoch.
+                let store = op_ctx.checkpoints().cloned();
+                let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
+                type Later<L, R> = BTreeMap<u64, (Vec<(EventTime, i64, L)>, Vec<(EventTime, i64, R)>)>;
+                let mut later: Later<L, R> = BTreeMap::new();
+                if let Some(store) = &store {
+                    let parts = store.restored_parts(&op_name);
+                    if let Err(e) = restore_join(
+                        &mut logic,
+                        &mut pending_left,
+                        &mut pending_right,
+                        &parts,
+                        (worker, peers),
+                    ) {
+                        op_ctx.fail(e);
+                    }
+                }
                 move |(input1, frontier1), (input2, frontier2), output| {
                     let mut late = 0u64;
                     input1.for_each(|cap, data| {
-                        let wm = message_time(&cap).watermark;
+                        let t = message_time(&cap);
                         for (ts, d) in data.drain(..) {
-                            if logic.left_on_time(ts, wm) {
-                                pending_left.push((ts, wm, d));
-                            } else {
+                            if !logic.left_on_time(ts, t.watermark) {
                                 late += 1;
                                 buffer.push((ts, Out::LateLeft(d)));
+                            } else if store.is_some() && t.epoch > epoch {
+                                later.entry(t.epoch).or_default().0.push((ts, t.watermark, d));
+                            } else {
+                                pending_left.push((ts, t.watermark, d));
                             }
                         }
                     });
                     input2.for_each(|cap, data| {
-                        let wm = message_time(&cap).watermark;
+                        let t = message_time(&cap);
                         for (ts, d) in data.drain(..) {
-                            if logic.right_on_time(ts, wm) {
-                                pending_right.push((ts, wm, d));
-                            } else {
+                            if !logic.right_on_time(ts, t.watermark) {
                                 late += 1;
                                 buffer.push((ts, Out::LateRight(d)));
+                            } else if store.is_some() && t.epoch > epoch {
+                                later.entry(t.epoch).or_default().1.push((ts, t.watermark, d));
+                            } else {
+                                pending_right.push((ts, t.watermark, d));
                             }
                         }
                     });
                     if late > 0 {
                         op_ctx.metrics().late.fetch_add(late, Ordering::Relaxed);
                     }
+                    let mut meet: Antichain<Time> = Antichain::new();
+                    for t in frontier1.frontier().iter().chain(frontier2.frontier().iter()) {
+                        meet.insert(*t);
+                    }
+                    let open = meet.iter().map(|t| t.epoch).min();
+                    if let Some(store) = &store {
+                        let last =
+                            open.unwrap_or_else(|| later.keys().next_back().copied().unwrap_or(epoch).max(epoch));
+                        // Close every epoch the frontiers have passed: its records are all here,
+                        // accepted but maybe not joined yet; both are in the snapshot.
+                        while epoch < last {
+                            if let Some((l, r)) = later.remove(&epoch) {
+                                pending_left.extend(l);
+                                pending_right.extend(r);
+                            }
+                            if let Err(e) = snapshot_join(
+                                &logic,
+                                &pending_left,
+                                &pending_right,
+                                store,
+                                epoch,
+                                &op_name,
+                                (worker, peers),
+                            ) {
+                                op_ctx.fail(e);
+                            }
+                            epoch += 1;
+                        }
+                        if let Some((l, r)) = later.remove(&epoch) {
+                            pending_left.extend(l);
+                            pending_right.extend(r);
+                        }
+                        // Rows leave in the open epoch (at the end: the last one).
+                        if open.is_some() {
+                            hold_frontier(&mut held, meet.borrow());
+                        } else {
+                            for c in held.iter_mut() {
+                                if c.time().epoch < epoch {
+                                    let t = Time::new(epoch, c.time().watermark);
+                                    c.downgrade(&t);
+                                }
+                            }
+                        }
+                    }
+                    // Records held back for a later epoch may have arrived with a lower watermark
+                    // than their input's frontier: the state must not move past them.
+                    let held_back = |side: usize| {
+                        later
+                            .values()
+                            .flat_map(|(l, r)| {
+                                let l = l.iter().map(|x| x.1).filter(move |_| side == 0);
+                                let r = r.iter().map(|x| x.1).filter(move |_| side == 1);
+                                l.chain(r)
+                            })
+                            .min()
+                            .unwrap_or(i64::MAX)
+                    };
                     let (lw, rw) = (
-                        frontier_watermark(frontier1.frontier().iter()),
-                        frontier_watermark(frontier2.frontier().iter()),
+                        frontier_watermark(frontier1.frontier().iter()).min(held_back(0)),
+                        frontier_watermark(frontier2.frontier().iter()).min(held_back(1)),
                     );
                     // Ordered logic takes records once both frontiers have passed the watermark
                     // they came with, in event-time order: inputs that run ahead of each other
@@ -208,18 +348,30 @@ where
                     }
                     buffer.extend(rows.drain(..).map(|(ts, o)| (ts, Out::Row(o))));
                     if !buffer.is_empty() {
-                        if let Some(c) = held.first() {
+                        // The open epoch's capability: a row must not belong to a later epoch
+                        // than the state that produced it.
+                        if let Some(c) = held.iter().min_by_key(|c| c.time().epoch) {
                             output.session(c).give_container(&mut buffer);
                         }
                         buffer.clear();
                     }
+                    if let (Some(store), None) = (&store, open) {
+                        // The end: the last epoch's snapshot follows its final rows.
+                        if let Err(e) = snapshot_join(
+                            &logic,
+                            &pending_left,
+                            &pending_right,
+                            store,
+                            epoch,
+                            &op_name,
+                            (worker, peers),
+                        ) {
+                            op_ctx.fail(e);
+                        }
+                    }
                     let n = logic.len() + pending_left.len() + pending_right.len();
                     gauge.update(size, n);
                     size = n;
-                    let mut meet: Antichain<Time> = Antichain::new();
-                    for t in frontier1.frontier().iter().chain(frontier2.frontier().iter()) {
-                        meet.insert(*t);
-                    }
                     hold_frontier(&mut held, meet.borrow());
                 }
             },
@@ -300,6 +452,13 @@ impl<K: Key, L: Data, R: Data> TwoInputLogic<K, L, R, JoinResult<K, L, R>> for I
     fn ordered(&self) -> bool {
         true
     }
+    fn snapshot(&self) -> riffle_core::Result<Vec<u8>> {
+        crate::checkpoint::encode(&self.0)
+    }
+    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()> {
+        self.0 = crate::checkpoint::decode(bytes, "interval join state")?;
+        Ok(())
+    }
 }
 
 /// Window join logic.
@@ -334,6 +493,13 @@ impl<K: Key, L: Data, R: Data> TwoInputLogic<K, L, R, JoinResult<K, L, R>> for W
     fn len(&self) -> usize {
         self.0.len()
     }
+    fn snapshot(&self) -> riffle_core::Result<Vec<u8>> {
+        crate::checkpoint::encode(&self.0)
+    }
+    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()> {
+        self.0 = crate::checkpoint::decode(bytes, "window join state")?;
+        Ok(())
+    }
 }
 
 /// Event-time temporal join logic: left is the stream, right the table's changelog.
@@ -367,6 +533,13 @@ impl<K: Key, S: Data, V: Data> TwoInputLogic<K, S, (K, Change<V>), JoinResult<K,
     }
     fn len(&self) -> usize {
         self.0.len()
+    }
+    fn snapshot(&self) -> riffle_core::Result<Vec<u8>> {
+        crate::checkpoint::encode(&self.0)
+    }
+    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()> {
+        self.0 = crate::checkpoint::decode(bytes, "temporal join state")?;
+        Ok(())
     }
 }
 
@@ -412,5 +585,12 @@ impl<K: Key, S: Data, V: Data> TwoInputLogic<K, S, (K, Change<V>), JoinResult<K,
     fn advance(&mut self, _left_wm: i64, _right_wm: i64, _out: &mut RowsOut<K, S, V>) {}
     fn len(&self) -> usize {
         self.table.len()
+    }
+    fn snapshot(&self) -> riffle_core::Result<Vec<u8>> {
+        crate::checkpoint::encode(&self.table)
+    }
+    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()> {
+        self.table = crate::checkpoint::decode(bytes, "lookup join table")?;
+        Ok(())
     }
 }

@@ -23,26 +23,58 @@ fn input() -> Vec<Vec<(i64, Rec)>> {
         .collect()
 }
 
-fn run(dir: &Path, out: &Path, workers: usize) {
+#[derive(Clone, Copy)]
+enum Job {
+    Dedup,
+    IntervalJoin,
+    WindowJoin,
+}
+
+fn run(dir: &Path, out: &Path, workers: usize, job: Job) -> riffle_core::Result<()> {
     let store = CheckpointStore::open(CheckpointConfig {
         dir: dir.to_path_buf(),
-        interval: Duration::from_millis(5),
+        interval: Duration::from_millis(1),
         retain: 1000,
     })
     .expect("checkpoint store");
-    riffle_runtime::sink::prepare_output_dir(out, store.restored_epoch()).expect("output dir");
+    riffle_runtime::sink::prepare_output_dir(out, store.restored_epoch())?;
     let ctx = Arc::new(JobContext::new(true, Arc::new(SystemClock)).with_checkpoints(store));
     let (splits, out) = (input(), out.to_path_buf());
     execute(ExecutionConfig::threads(workers), ctx, move |env| {
-        env.from_splits(splits.clone(), 64, WatermarkStrategy::bounded_out_of_orderness(10))
-            .key_by(|r: &Rec| r.0)
-            .dedup(Duration::from_millis(700), 10_000, 1e-6)
-            .expect("valid dedup")
-            .write_committed(out.clone(), |ts, r, line| {
-                line.extend_from_slice(format!("{ts} {} {}\n", r.0, r.1).as_bytes())
-            });
+        let s = WatermarkStrategy::bounded_out_of_orderness(10);
+        let records = env.from_splits(splits.clone(), 32, s).key_by(|r: &Rec| r.0);
+        match job {
+            Job::Dedup => records
+                .dedup(Duration::from_millis(700), 10_000, 1e-6)
+                .expect("valid dedup")
+                .write_committed(out.clone(), |ts, r, line| {
+                    line.extend_from_slice(format!("{ts} {} {}\n", r.0, r.1).as_bytes())
+                }),
+            Job::IntervalJoin | Job::WindowJoin => {
+                // The other side: the same keys, shifted in time.
+                let other: Vec<Vec<(i64, Rec)>> = vec![(0..60_000u32)
+                    .map(|i| (i64::from(i) + 3, ((i * 11) % 1000, i)))
+                    .collect()];
+                let right = env.from_splits(other, 32, s).key_by(|r: &Rec| r.0);
+                let joined = match job {
+                    Job::IntervalJoin => records.interval_join(
+                        right,
+                        riffle_core::join::IntervalBounds::new(-20, 20).expect("bounds"),
+                        riffle_core::join::JoinKind::Full,
+                    ),
+                    _ => records.window_join(
+                        right,
+                        riffle_core::window::TumblingWindows::of_millis(50).expect("window"),
+                        riffle_core::join::JoinKind::Left,
+                    ),
+                };
+                joined.rows.write_committed(out.clone(), |ts, r, line| {
+                    line.extend_from_slice(format!("{ts} {} {:?} {:?}\n", r.key, r.left, r.right).as_bytes())
+                });
+            }
+        }
     })
-    .expect("job runs");
+    .map(|_| ())
 }
 
 fn committed(dir: &Path) -> Vec<String> {
@@ -76,17 +108,20 @@ fn epochs_with_manifest(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
     v
 }
 
-#[test]
-fn dedup_restored_from_a_middle_checkpoint_onto_other_worker_counts_equals_an_uninterrupted_run() {
+/// Runs `job` on 2 workers with checkpoints, then again from a copy of its state right after a
+/// middle checkpoint on each of `workers`; returns the uninterrupted output and each restored
+/// run's (or its error).
+fn restore_from_the_middle(job: Job, workers: &[usize]) -> (Vec<String>, Vec<riffle_core::Result<Vec<String>>>) {
     let base = tempfile::tempdir().expect("tempdir");
     let (ck, out) = (base.path().join("ck"), base.path().join("out"));
-    run(&ck, &out, 2);
+    run(&ck, &out, 2, job).expect("job runs");
     let expected = committed(&out);
     assert!(!expected.is_empty());
     let complete = epochs_with_manifest(&ck);
     assert!(complete.len() >= 3, "checkpoints taken: {}", complete.len());
     let k = complete[complete.len() / 2].0;
-    for workers in [1, 3] {
+    let mut results = Vec::new();
+    for &workers in workers {
         // A copy of the run as it was right after checkpoint k.
         let (ck2, out2) = (
             base.path().join(format!("ck{workers}")),
@@ -125,10 +160,51 @@ fn dedup_restored_from_a_middle_checkpoint_onto_other_worker_counts_equals_an_un
                 std::fs::copy(f.path(), out2.join(&name)).expect("copy");
             }
         }
-        run(&ck2, &out2, workers);
+        results.push(run(&ck2, &out2, workers, job).map(|()| committed(&out2)));
+    }
+    (expected, results)
+}
+
+#[test]
+fn dedup_restored_from_a_middle_checkpoint_onto_other_worker_counts_equals_an_uninterrupted_run() {
+    let (expected, restored) = restore_from_the_middle(Job::Dedup, &[1, 3]);
+    for (got, workers) in restored.into_iter().zip([1, 3]) {
         assert!(
-            committed(&out2) == expected,
-            "restored from checkpoint {k} onto {workers} workers"
+            got.expect("restored run") == expected,
+            "restored onto {workers} workers"
+        );
+    }
+}
+
+#[test]
+fn joins_restored_from_a_middle_checkpoint_equal_an_uninterrupted_run() {
+    for job in [Job::IntervalJoin, Job::WindowJoin] {
+        let (expected, restored) = restore_from_the_middle(job, &[2, 3]);
+        let mut restored = restored.into_iter();
+        let same = restored.next().expect("a run").expect("restored onto the same workers");
+        if same != expected {
+            let extra: Vec<_> = same
+                .iter()
+                .filter(|l| expected.binary_search(l).is_err())
+                .take(3)
+                .collect();
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|l| same.binary_search(l).is_err())
+                .take(3)
+                .collect();
+            panic!(
+                "{}: {} rows, expected {}; extra {extra:?}; missing {missing:?}",
+                job as u8,
+                same.len(),
+                expected.len()
+            );
+        }
+        // Joins keep their state per worker: another worker count is refused, not guessed.
+        let other = restored.next().expect("a run");
+        assert!(
+            matches!(other, Err(riffle_core::Error::Config(ref m)) if m.contains("same number of workers")),
+            "{other:?}"
         );
     }
 }

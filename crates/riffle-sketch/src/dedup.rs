@@ -24,7 +24,7 @@
 //! assert!(d.offer(2_500, k)); // nothing within the last second: keep
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 use riffle_core::key_group::{KeyGroup, KEY_GROUPS};
 use riffle_core::EventTime;
@@ -37,8 +37,10 @@ pub struct Deduplicator {
     empty: CountingBloomFilter,
     filters: Vec<Option<CountingBloomFilter>>,
     /// (sequence time, key hash) of every record in the filters, oldest first.
-    recent: VecDeque<(EventTime, u64)>,
-    last: EventTime,
+    /// (sequence time, insertion number) → key hash, in sequence order even when key groups
+    /// restored from different workers interleave.
+    recent: BTreeMap<(EventTime, u64), u64>,
+    inserted: u64,
 }
 
 impl Deduplicator {
@@ -55,32 +57,32 @@ impl Deduplicator {
             within,
             empty: CountingBloomFilter::with_rate(per_group, fp_rate)?,
             filters: (0..KEY_GROUPS).map(|_| None).collect(),
-            recent: VecDeque::new(),
-            last: EventTime::MIN,
+            recent: BTreeMap::new(),
+            inserted: 0,
         })
     }
 
-    /// Records, at sequence time `seq` (non-decreasing over calls), a record with key hash
-    /// `hash`; returns whether to keep it (its key was not seen in `(seq − within, seq]`).
+    /// Records, at sequence time `seq` (non-decreasing over the calls for one key group), a
+    /// record with key hash `hash`; returns whether to keep it (its key was not seen in
+    /// `(seq − within, seq]`).
     pub fn offer(&mut self, seq: EventTime, hash: u64) -> bool {
-        let seq = seq.max(self.last);
-        self.last = seq;
         self.expire(seq);
         // Remix so the filter's probes do not share the bits that chose the key group.
         let h = hash.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
         let filter = self.filters[usize::from(KeyGroup::of_hash(hash).0)].get_or_insert_with(|| self.empty.clone());
         let seen = filter.contains_hash(h);
         filter.insert_hash(h);
-        self.recent.push_back((seq, hash));
+        self.recent.insert((seq, self.inserted), hash);
+        self.inserted += 1;
         !seen
     }
 
     fn expire(&mut self, now: EventTime) {
-        while let Some(&(t, hash)) = self.recent.front() {
-            if t > now.saturating_sub(self.within) {
+        while let Some(entry) = self.recent.first_entry() {
+            if entry.key().0 > now.saturating_sub(self.within) {
                 break;
             }
-            self.recent.pop_front();
+            let hash = entry.remove();
             let h = hash.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
             if let Some(f) = self.filters[usize::from(KeyGroup::of_hash(hash).0)].as_mut() {
                 f.remove_hash(h);
@@ -94,28 +96,21 @@ impl Deduplicator {
         let recent = self
             .recent
             .iter()
-            .filter(|(_, h)| KeyGroup::of_hash(*h).0 == group)
-            .copied()
+            .filter(|(_, h)| KeyGroup::of_hash(**h).0 == group)
+            .map(|((t, _), h)| (*t, *h))
             .collect();
         (self.filters[usize::from(group)].as_ref(), recent)
     }
 
-    /// The highest sequence time offered so far.
-    pub fn last(&self) -> EventTime {
-        self.last
-    }
-
-    /// Restores key group `group` (a group this deduplicator does not hold); call
-    /// [`finish_restore`](Self::finish_restore) once every group is in.
+    /// Restores key group `group` (a group this deduplicator does not hold). Groups restored
+    /// from different workers may have been sequenced to different times; each resumes where it
+    /// was, as decisions depend only on the records of their own keys.
     pub fn restore_group(&mut self, group: u16, filter: Option<CountingBloomFilter>, recent: Vec<(EventTime, u64)>) {
         self.filters[usize::from(group)] = filter;
-        self.recent.extend(recent);
-    }
-
-    /// Orders the restored records by sequence time and resumes after `last`.
-    pub fn finish_restore(&mut self, last: EventTime) {
-        self.recent.make_contiguous().sort_by_key(|r| r.0);
-        self.last = self.last.max(last);
+        for (t, h) in recent {
+            self.recent.insert((t, self.inserted), h);
+            self.inserted += 1;
+        }
     }
 
     /// Records held (the state size).

@@ -56,6 +56,7 @@ impl IntervalBounds {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Stored<T> {
     ts: EventTime,
     value: T,
@@ -68,6 +69,11 @@ struct Stored<T> {
 const EXPIRY_BUCKET: i64 = 16;
 
 /// One side's state: per key, records sorted by event time; an index of when keys expire.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "K: serde::Serialize + Hash + Eq, T: serde::Serialize",
+    deserialize = "K: serde::Deserialize<'de> + Hash + Eq, T: serde::Deserialize<'de>"
+))]
 struct Side<K, T> {
     rows: HashMap<K, Vec<Stored<T>>>,
     /// Keys with records expiring in each bucket (a key may be listed more than once).
@@ -145,6 +151,12 @@ impl<K: Hash + Eq + Clone, T> Side<K, T> {
 }
 
 /// The state of an interval join between left records `L` and right records `R` by key `K`.
+/// It serialises whole, for checkpoints.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "K: serde::Serialize + Hash + Eq, L: serde::Serialize, R: serde::Serialize",
+    deserialize = "K: serde::Deserialize<'de> + Hash + Eq, L: serde::Deserialize<'de>, R: serde::Deserialize<'de>"
+))]
 pub struct IntervalJoinState<K, L, R> {
     bounds: IntervalBounds,
     kind: JoinKind,

@@ -42,6 +42,11 @@ pub enum Change<V> {
 }
 
 /// A keyed table with the versions of each key by event time.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "K: serde::Serialize + Hash + Eq, V: serde::Serialize",
+    deserialize = "K: serde::Deserialize<'de> + Hash + Eq, V: serde::Deserialize<'de>"
+))]
 pub struct VersionedTable<K, V> {
     versions: HashMap<K, BTreeMap<EventTime, Option<V>>>,
     /// Keys by the time of a version that compaction should look at.
@@ -138,7 +143,13 @@ impl<K: Hash + Eq + Clone, V> VersionedTable<K, V> {
 /// the table row (missing in a left join when the key had no row).
 pub type TemporalEmit<'a, K, S, V> = dyn FnMut(&K, EventTime, &S, Option<&V>) + 'a;
 
-/// The state of an event-time temporal join of a stream `S` with a changelog of `V`.
+/// The state of an event-time temporal join of a stream `S` with a changelog of `V`. It
+/// serialises whole, for checkpoints.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "K: serde::Serialize + Hash + Eq, S: serde::Serialize, V: serde::Serialize",
+    deserialize = "K: serde::Deserialize<'de> + Hash + Eq, S: serde::Deserialize<'de>, V: serde::Deserialize<'de>"
+))]
 pub struct TemporalJoinState<K, S, V> {
     left_outer: bool,
     table: VersionedTable<K, V>,

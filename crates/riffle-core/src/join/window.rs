@@ -33,6 +33,7 @@ use crate::window::{Slicing, TimeWindows, Window};
 /// Each side's records: (event time, watermark it arrived with, record).
 type Rows<L, R> = (Vec<(EventTime, Watermark, L)>, Vec<(EventTime, Watermark, R)>);
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Session<L, R> {
     window: Window,
     rows: Rows<L, R>,
@@ -42,7 +43,12 @@ struct Session<L, R> {
 /// and right (one missing for unmatched rows of outer joins).
 pub type WindowJoinEmit<'a, K, L, R> = dyn FnMut(Window, &K, EventTime, Option<&L>, Option<&R>) + 'a;
 
-/// The state of a window join.
+/// The state of a window join. It serialises whole, for checkpoints.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "K: serde::Serialize + Hash + Eq, L: serde::Serialize, R: serde::Serialize",
+    deserialize = "K: serde::Deserialize<'de> + Hash + Eq, L: serde::Deserialize<'de>, R: serde::Deserialize<'de>"
+))]
 pub struct WindowJoinState<K, L, R> {
     windows: TimeWindows,
     kind: JoinKind,
