@@ -28,6 +28,7 @@ enum Job {
     Dedup,
     IntervalJoin,
     WindowJoin,
+    TemporalJoin,
 }
 
 fn run(dir: &Path, out: &Path, workers: usize, job: Job) -> riffle_core::Result<()> {
@@ -50,6 +51,24 @@ fn run(dir: &Path, out: &Path, workers: usize, job: Job) -> riffle_core::Result<
                 .write_committed(out.clone(), |ts, r, line| {
                     line.extend_from_slice(format!("{ts} {} {}\n", r.0, r.1).as_bytes())
                 }),
+            Job::TemporalJoin => {
+                // A changelog over 1000 keys, one change per ms, every 13th a delete.
+                let changes: Vec<Vec<(i64, (u32, riffle_core::join::Change<u32>))>> = vec![(0..60_000u32)
+                    .map(|i| {
+                        let change = if i % 13 == 0 {
+                            riffle_core::join::Change::Delete
+                        } else {
+                            riffle_core::join::Change::Upsert(i)
+                        };
+                        (i64::from(i), ((i * 37) % 1000, change))
+                    })
+                    .collect()];
+                let table = env.from_splits(changes, 32, s);
+                let joined = records.temporal_join(table, true);
+                joined.rows.write_committed(out.clone(), |ts, r, line| {
+                    line.extend_from_slice(format!("{ts} {} {:?} {:?}\n", r.key, r.left, r.right).as_bytes())
+                });
+            }
             Job::IntervalJoin | Job::WindowJoin => {
                 // The other side: the same keys, shifted in time.
                 let other: Vec<Vec<(i64, Rec)>> = vec![(0..60_000u32)
@@ -178,7 +197,7 @@ fn dedup_restored_from_a_middle_checkpoint_onto_other_worker_counts_equals_an_un
 
 #[test]
 fn joins_restored_from_a_middle_checkpoint_equal_an_uninterrupted_run() {
-    for job in [Job::IntervalJoin, Job::WindowJoin] {
+    for job in [Job::IntervalJoin, Job::WindowJoin, Job::TemporalJoin] {
         let (expected, restored) = restore_from_the_middle(job, &[2, 3]);
         let mut restored = restored.into_iter();
         let same = restored.next().expect("a run").expect("restored onto the same workers");
