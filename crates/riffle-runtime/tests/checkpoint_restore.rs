@@ -11,6 +11,8 @@ use riffle_runtime::checkpoint::{CheckpointConfig, CheckpointStore};
 use riffle_runtime::{execute, ExecutionConfig, JobContext, SystemClock};
 
 type Rec = (u32, u32);
+/// Splits of a changelog: (event time, (key, change)).
+type Changelog = Vec<Vec<(i64, (u32, riffle_core::join::Change<u32>))>>;
 
 fn input() -> Vec<Vec<(i64, Rec)>> {
     // Two splits; keys repeat within and across splits, one record per ms of event time.
@@ -53,7 +55,7 @@ fn run(dir: &Path, out: &Path, workers: usize, job: Job) -> riffle_core::Result<
                 }),
             Job::TemporalJoin => {
                 // A changelog over 1000 keys, one change per ms, every 13th a delete.
-                let changes: Vec<Vec<(i64, (u32, riffle_core::join::Change<u32>))>> = vec![(0..60_000u32)
+                let changes: Changelog = vec![(0..60_000u32)
                     .map(|i| {
                         let change = if i % 13 == 0 {
                             riffle_core::join::Change::Delete
