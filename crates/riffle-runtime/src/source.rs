@@ -148,33 +148,6 @@ pub fn leading_millis(line: &str) -> std::result::Result<(EventTime, &str), Stri
     }
 }
 
-/// A text split: lines of a [`LineReader`], validated as UTF-8 and, in event-time mode,
-/// parsed for their timestamp. Malformed lines are reported to the job context with their
-/// position and skipped; blank lines are skipped (they hold no text).
-pub struct TextSplit {
-    reader: Box<dyn LineReader>,
-    spec: SplitSpec,
-    parser: Option<TimestampParser>,
-    ctx: Arc<JobContext>,
-}
-
-impl TextSplit {
-    /// A text split of `spec` read by `reader`; `parser` is `None` in processing-time mode.
-    pub fn new(
-        spec: SplitSpec,
-        reader: Box<dyn LineReader>,
-        parser: Option<TimestampParser>,
-        ctx: Arc<JobContext>,
-    ) -> Self {
-        TextSplit {
-            reader,
-            spec,
-            parser,
-            ctx,
-        }
-    }
-}
-
 /// Decodes a chunk's lines: skips blank ones, reports invalid UTF-8 with its position, and
 /// hands the others to `f` with their line number.
 fn decode_lines(chunk: LineChunk, origin: &str, ctx: &JobContext, mut f: impl FnMut(u64, String)) {
@@ -193,52 +166,49 @@ fn decode_lines(chunk: LineChunk, origin: &str, ctx: &JobContext, mut f: impl Fn
     }
 }
 
-impl SplitReader<String> for TextSplit {
-    fn poll(&mut self, max: usize) -> Result<SplitPoll<String>> {
-        let chunk = match self.reader.poll(max)? {
-            Poll::Chunk(c) => c,
-            Poll::Pending => return Ok(SplitPoll::Pending),
-            Poll::Finished => return Ok(SplitPoll::Finished),
-        };
-        let mut out = Vec::with_capacity(chunk.lines.len());
-        let (origin, ctx, parser) = (self.reader.origin(), &self.ctx, &self.parser);
-        decode_lines(chunk, origin, ctx, |line_no, mut line| match parser {
-            None => out.push((0, line)),
-            Some(parse) => match parse(&line) {
-                Ok((ts, text)) => {
-                    let skip = line.len() - text.len();
-                    line.drain(..skip);
-                    out.push((ts, line));
-                }
-                Err(message) => ctx.malformed(origin, line_no, &message, line.as_bytes()),
-            },
-        });
-        Ok(SplitPoll::Records(out))
-    }
-
-    fn position(&self) -> Option<SplitPosition> {
-        self.reader.position()
-    }
-
-    fn seek(&mut self, position: SplitPosition) -> Result<()> {
-        self.reader = self.spec.open_at(Some(position))?;
-        Ok(())
-    }
-}
+/// Turns a line into a record with its event time, or says why the line is malformed (and
+/// gives it back, for the report). Owning the line lets the text decoder keep its buffer.
+pub type LineDecoder<R> = Rc<dyn Fn(String) -> std::result::Result<(EventTime, R), (String, String)>>;
 
 /// How a text line becomes a record with its event time (e.g. a JSON object with a time
 /// field). An error message makes the line malformed: counted and reported with its position.
 pub type RecordParser<R> = Rc<dyn Fn(&str) -> std::result::Result<(EventTime, R), String>>;
 
-/// A split of records parsed from lines.
-pub struct RecordSplit<R> {
+/// The decoder of text lines: the whole line in processing time (`parser` is `None`), the text
+/// after the timestamp `parser` finds in event time.
+pub(crate) fn text_decoder(parser: Option<TimestampParser>) -> LineDecoder<String> {
+    Rc::new(move |mut line: String| match &parser {
+        None => Ok((0, line)),
+        Some(parse) => match parse(&line) {
+            Ok((ts, text)) => {
+                let skip = line.len() - text.len();
+                line.drain(..skip);
+                Ok((ts, line))
+            }
+            Err(message) => Err((message, line)),
+        },
+    })
+}
+
+/// The decoder of records that `parse` reads from a line.
+pub(crate) fn record_decoder<R: 'static>(parse: RecordParser<R>) -> LineDecoder<R> {
+    Rc::new(move |line: String| match parse(&line) {
+        Ok(record) => Ok(record),
+        Err(message) => Err((message, line)),
+    })
+}
+
+/// A split of lines of a [`LineReader`], validated as UTF-8 and decoded into records.
+/// Malformed lines are reported to the job context with their position and skipped; blank
+/// lines are skipped (they hold no text).
+pub struct LineSplit<R> {
     reader: Box<dyn LineReader>,
     spec: SplitSpec,
-    parser: RecordParser<R>,
+    decode: LineDecoder<R>,
     ctx: Arc<JobContext>,
 }
 
-impl<R> SplitReader<R> for RecordSplit<R> {
+impl<R> SplitReader<R> for LineSplit<R> {
     fn poll(&mut self, max: usize) -> Result<SplitPoll<R>> {
         let chunk = match self.reader.poll(max)? {
             Poll::Chunk(c) => c,
@@ -246,10 +216,10 @@ impl<R> SplitReader<R> for RecordSplit<R> {
             Poll::Finished => return Ok(SplitPoll::Finished),
         };
         let mut out = Vec::with_capacity(chunk.lines.len());
-        let (origin, ctx, parse) = (self.reader.origin(), &self.ctx, &self.parser);
-        decode_lines(chunk, origin, ctx, |line_no, line| match parse(&line) {
+        let (origin, ctx, decode) = (self.reader.origin(), &self.ctx, &self.decode);
+        decode_lines(chunk, origin, ctx, |line_no, line| match decode(line) {
             Ok(record) => out.push(record),
-            Err(message) => ctx.malformed(origin, line_no, &message, line.as_bytes()),
+            Err((message, line)) => ctx.malformed(origin, line_no, &message, line.as_bytes()),
         });
         Ok(SplitPoll::Records(out))
     }
@@ -264,12 +234,13 @@ impl<R> SplitReader<R> for RecordSplit<R> {
     }
 }
 
-/// Opens this worker's splits of `splits` as record splits.
-pub(crate) fn open_record_splits<R: 'static>(
+/// Opens this worker's splits of `splits` (split `i` belongs to worker `i % workers`), each
+/// decoded with `decode`; a split that cannot be opened fails the job.
+pub(crate) fn open_line_splits<R: 'static>(
     splits: &[SplitSpec],
     worker: usize,
     workers: usize,
-    parser: &RecordParser<R>,
+    decode: &LineDecoder<R>,
     ctx: &Arc<JobContext>,
 ) -> Vec<(u32, Box<dyn SplitReader<R>>)> {
     let mut readers: Vec<(u32, Box<dyn SplitReader<R>>)> = Vec::new();
@@ -280,10 +251,10 @@ pub(crate) fn open_record_splits<R: 'static>(
         match spec.open() {
             Ok(reader) => readers.push((
                 i as u32,
-                Box::new(RecordSplit {
+                Box::new(LineSplit {
                     reader,
                     spec: spec.clone(),
-                    parser: Rc::clone(parser),
+                    decode: Rc::clone(decode),
                     ctx: Arc::clone(ctx),
                 }) as Box<dyn SplitReader<R>>,
             )),
@@ -513,30 +484,4 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
             }
         }
     })
-}
-
-/// Opens the text splits this worker owns. Errors (a missing file, a refused socket) are
-/// recorded in the job context, which fails the job.
-pub(crate) fn open_text_splits(
-    splits: &[SplitSpec],
-    worker: usize,
-    workers: usize,
-    parser: Option<TimestampParser>,
-    ctx: &Arc<JobContext>,
-) -> Vec<(u32, Box<dyn SplitReader<String>>)> {
-    let mut readers: Vec<(u32, Box<dyn SplitReader<String>>)> = Vec::new();
-    for (i, spec) in splits.iter().enumerate() {
-        if i % workers != worker {
-            continue;
-        }
-        match spec.open() {
-            Ok(reader) => readers.push((
-                i as u32,
-                Box::new(TextSplit::new(spec.clone(), reader, parser.clone(), Arc::clone(ctx)))
-                    as Box<dyn SplitReader<String>>,
-            )),
-            Err(e) => ctx.fail(e),
-        }
-    }
-    readers
 }

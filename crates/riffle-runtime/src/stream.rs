@@ -24,7 +24,8 @@ use timely::ExchangeData;
 
 use crate::context::JobContext;
 use crate::source::{
-    leading_millis, open_text_splits, split_source, SplitReader, TimeMode, TimestampParser, DEFAULT_CHUNK_LINES,
+    leading_millis, open_line_splits, record_decoder, split_source, text_decoder, SplitReader, TimeMode,
+    TimestampParser, DEFAULT_CHUNK_LINES,
 };
 use crate::time::Time;
 use crate::window_op;
@@ -75,7 +76,13 @@ impl<'s> StreamEnv<'s> {
             TimeMode::Processing => None,
             TimeMode::Event(_) => Some(source.parser.clone().unwrap_or_else(|| Rc::new(leading_millis))),
         };
-        let readers = open_text_splits(&source.splits, self.worker_index(), self.workers(), parser, &self.ctx);
+        let readers = open_line_splits(
+            &source.splits,
+            self.worker_index(),
+            self.workers(),
+            &text_decoder(parser),
+            &self.ctx,
+        );
         let n_splits = source.splits.len();
         let stream = self.splits("TextSource", source.mode, readers, source.chunk_lines);
         if n_splits < self.workers() {
@@ -93,8 +100,13 @@ impl<'s> StreamEnv<'s> {
         source: TextSource,
         parser: crate::source::RecordParser<R>,
     ) -> DataStream<'s, R> {
-        let readers =
-            crate::source::open_record_splits(&source.splits, self.worker_index(), self.workers(), &parser, &self.ctx);
+        let readers = open_line_splits(
+            &source.splits,
+            self.worker_index(),
+            self.workers(),
+            &record_decoder(parser),
+            &self.ctx,
+        );
         let n_splits = source.splits.len();
         let stream = self.splits("RecordSource", source.mode, readers, source.chunk_lines);
         if n_splits < self.workers() {
