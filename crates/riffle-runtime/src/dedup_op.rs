@@ -46,7 +46,7 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
 
     fn apply(&mut self, (ts, d): (EventTime, D), wm: i64, dirty: &mut DirtyGroups) {
         let hash = stable_hash(&(self.key)(&d));
-        dirty.dirty[group_of_hash(hash)] = true;
+        dirty.mark_group(KeyGroup::of_hash(hash));
         self.pending.push((ts.max(wm), ts, hash, d));
     }
 
@@ -59,7 +59,7 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
         // Stable: equal (sequence, event time) keep their arrival order.
         ready.sort_by_key(|p| (p.0, p.1));
         for (seq, ts, hash, d) in ready {
-            dirty.dirty[group_of_hash(hash)] = true;
+            dirty.mark_group(KeyGroup::of_hash(hash));
             out.push((ts, (self.dedup.offer(seq, hash), d)));
         }
     }

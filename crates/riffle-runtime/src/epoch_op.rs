@@ -37,25 +37,39 @@ type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 /// Snapshots between two full ones.
 pub(crate) const FULL_SNAPSHOT_EVERY: u64 = 16;
 
-/// Key groups changed since the last snapshot.
+/// Key groups changed since the last snapshot. Without checkpoints nothing is tracked: marking
+/// hashes the key, which the hot path need not pay for.
 pub(crate) struct DirtyGroups {
-    pub(crate) dirty: Vec<bool>,
+    dirty: Vec<bool>,
+    tracking: bool,
     all: bool,
     taken: u64,
 }
 
 impl DirtyGroups {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(tracking: bool) -> Self {
         DirtyGroups {
             dirty: vec![false; KEY_GROUPS as usize],
+            tracking,
             all: true,
             taken: 0,
         }
     }
 
     /// Marks the group of `key` changed.
+    #[inline]
     pub(crate) fn mark<K: Key>(&mut self, key: &K) {
-        self.dirty[usize::from(KeyGroup::of(key).0)] = true;
+        if self.tracking {
+            self.dirty[usize::from(KeyGroup::of(key).0)] = true;
+        }
+    }
+
+    /// Marks key group `group` changed.
+    #[inline]
+    pub(crate) fn mark_group(&mut self, group: KeyGroup) {
+        if self.tracking {
+            self.dirty[usize::from(group.0)] = true;
+        }
     }
 
     fn any(&self) -> bool {
@@ -144,7 +158,7 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
         let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
         // Records of epochs after the open one wait here until it closes (alignment).
         let mut pending: BTreeMap<u64, Vec<(i64, S::In)>> = BTreeMap::new();
-        let mut dirty = DirtyGroups::new();
+        let mut dirty = DirtyGroups::new(store.is_some());
         if let Some(store) = &store {
             if let Err(e) = restore_state(&mut state, &store.restored_parts(&op_name), (worker, peers), &mut out) {
                 ctx.fail(e);

@@ -593,12 +593,12 @@ pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) ->
         agg: Count,
     };
     let t = std::time::Instant::now();
-    let mut dirty = DirtyGroups::new();
+    let mut dirty = DirtyGroups::new(true);
     crate::epoch_op::take_snapshot(&op, &store, 0, "Window-0", (0, 1), &mut dirty)?;
     let snapshot_secs = t.elapsed().as_secs_f64();
     let sink = store.register_sink();
     store.sink_complete(sink, 0)?;
-    dirty.dirty[7] = true;
+    dirty.mark_group(KeyGroup(7));
     let t = std::time::Instant::now();
     crate::epoch_op::take_snapshot(&op, &store, 1, "Window-0", (0, 1), &mut dirty)?;
     let incremental_secs = t.elapsed().as_secs_f64();
