@@ -264,6 +264,17 @@ pub(crate) fn open_line_splits<R: 'static>(
     readers
 }
 
+impl<D> SplitState<D> {
+    /// What a checkpoint records of this split now.
+    fn checkpoint(&self, finished: bool) -> SplitCheckpoint {
+        SplitCheckpoint {
+            position: self.reader.position(),
+            finished,
+            max_seen: self.watermark.max_seen(),
+        }
+    }
+}
+
 struct SplitState<D> {
     index: u32,
     reader: Box<dyn SplitReader<D>>,
@@ -401,14 +412,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                 }
                 if finished_now {
                     let split = splits.swap_remove(i);
-                    finished.push((
-                        split.index,
-                        SplitCheckpoint {
-                            position: split.reader.position(),
-                            finished: true,
-                            max_seen: split.watermark.max_seen(),
-                        },
-                    ));
+                    finished.push((split.index, split.checkpoint(true)));
                 } else {
                     i += 1;
                 }
@@ -418,26 +422,13 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
             // cut, once every split has ended, records where they ended.
             if let Some(store) = &store {
                 if splits.is_empty() || last_cut.elapsed() >= store.config().interval {
-                    let mut parts: Vec<(u32, Vec<u8>)> = Vec::with_capacity(splits.len() + finished.len());
-                    let mut result = Ok(());
-                    for s in &splits {
-                        let c = SplitCheckpoint {
-                            position: s.reader.position(),
-                            finished: false,
-                            max_seen: s.watermark.max_seen(),
-                        };
-                        match crate::checkpoint::encode(&c) {
-                            Ok(b) => parts.push((s.index, b)),
-                            Err(e) => result = Err(e),
-                        }
-                    }
-                    for (i, c) in &finished {
-                        match crate::checkpoint::encode(c) {
-                            Ok(b) => parts.push((*i, b)),
-                            Err(e) => result = Err(e),
-                        }
-                    }
-                    if let Err(e) = result.and_then(|()| store.write(epoch, &op_name, worker, parts)) {
+                    let parts: Result<Vec<(u32, Vec<u8>)>> = splits
+                        .iter()
+                        .map(|s| (s.index, s.checkpoint(false)))
+                        .chain(finished.iter().copied())
+                        .map(|(i, c)| Ok((i, crate::checkpoint::encode(&c)?)))
+                        .collect();
+                    if let Err(e) = parts.and_then(|parts| store.write(epoch, &op_name, worker, parts)) {
                         ctx.fail(e);
                     }
                     epoch += 1;
