@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use compact_str::CompactString;
-use riffle_core::window::Window;
+use riffle_core::aggregate::Aggregate;
+use riffle_core::window::{TimeWindows, Window};
 use riffle_core::{Error, Result};
-use riffle_runtime::{execute, DataStream, WindowResult};
+use riffle_runtime::{execute, WindowResult};
 use riffle_sketch::counting_bloom::BloomDistinct;
 use riffle_sketch::{ApproxDistinct, ExactDistinct, TopK};
 
@@ -101,17 +102,17 @@ fn window_prefix(w: Window, out: &mut Vec<u8>) {
 }
 
 /// Runs a job over the words of `input`, formats each window's result with `format`.
-fn run_words<R, F, B>(
+fn run_words<A, F>(
     input: TextInput,
     (output, sink): (&Option<PathBuf>, &Option<String>),
     job: &'static str,
-    build: B,
+    (windows, agg): (TimeWindows, A),
     format: F,
 ) -> Result<()>
 where
-    R: riffle_runtime::stream::Data,
-    F: Fn(&WindowResult<(), R>, &mut Vec<u8>) + Clone + Send + Sync + 'static,
-    B: for<'s> Fn(DataStream<'s, CompactString>) -> DataStream<'s, WindowResult<(), R>> + Send + Sync + 'static,
+    A: Aggregate<CompactString>,
+    A::Output: riffle_runtime::stream::Data,
+    F: Fn(&WindowResult<(), A::Output>, &mut Vec<u8>) + Clone + Send + Sync + 'static,
 {
     let sink = ResultSink::new(output, sink, input.restored_epoch)?;
     let out_sink = sink.clone();
@@ -120,7 +121,9 @@ where
     let metrics = execute(exec, Arc::clone(&ctx), move |env| {
         let words = env.text(input.text_source()).flat_map(words);
         let format = format.clone();
-        out_sink.write(build(words), move |_, r, out| format(r, out));
+        // One key: each window's single result, from per-worker partial aggregates.
+        let results = words.key_by(|_| ()).window(windows).aggregate(agg.clone());
+        out_sink.write(results, move |_, r, out| format(r, out));
     })?;
     sink.flush()?;
     ctx.flush()?;
@@ -156,35 +159,17 @@ pub fn run_distinct(args: DistinctArgs) -> Result<()> {
     match method {
         DistinctMethod::Exact => {
             let agg = ExactDistinct::new(|w: CompactString| w);
-            run_words(
-                input,
-                (&args.output, &args.sink),
-                "distinct",
-                move |s| s.key_by(|_| ()).window(windows).aggregate(agg.clone()),
-                format,
-            )
+            run_words(input, (&args.output, &args.sink), "distinct", (windows, agg), format)
         }
         DistinctMethod::Hll => {
             let agg = ApproxDistinct::new(args.precision, |w: &CompactString| w.as_str())
                 .map_err(|e| config(format!("--precision: {e}")))?;
-            run_words(
-                input,
-                (&args.output, &args.sink),
-                "distinct",
-                move |s| s.key_by(|_| ()).window(windows).aggregate(agg.clone()),
-                format,
-            )
+            run_words(input, (&args.output, &args.sink), "distinct", (windows, agg), format)
         }
         DistinctMethod::Bloom => {
             let agg = BloomDistinct::new(args.expected_items, args.fp_rate, |w: &CompactString| w.as_str())
                 .map_err(|e| config(format!("--fp-rate/--expected-items: {e}")))?;
-            run_words(
-                input,
-                (&args.output, &args.sink),
-                "distinct",
-                move |s| s.key_by(|_| ()).window(windows).aggregate(agg.clone()),
-                format,
-            )
+            run_words(input, (&args.output, &args.sink), "distinct", (windows, agg), format)
         }
     }
 }
@@ -219,11 +204,5 @@ pub fn run_topk(args: TopkArgs) -> Result<()> {
             }
         }
     };
-    run_words(
-        input,
-        (&args.output, &args.sink),
-        "topk",
-        move |s| s.key_by(|_| ()).window(windows).aggregate(agg.clone()),
-        format,
-    )
+    run_words(input, (&args.output, &args.sink), "topk", (windows, agg), format)
 }
