@@ -120,6 +120,68 @@ impl KeyGroup {
     }
 }
 
+/// Keyed state that splits into one part per key group for a checkpoint and takes such parts
+/// back on restore, whichever worker wrote them: what lets a job restore onto another number of
+/// workers.
+///
+/// ```
+/// use riffle_core::join::{IntervalBounds, IntervalJoinState, JoinKind};
+/// use riffle_core::key_group::{GroupedState, KeyGroup};
+/// let mut j = IntervalJoinState::<String, u32, u32>::new(IntervalBounds::new(0, 10).unwrap(), JoinKind::Inner);
+/// for (i, k) in ["a", "b", "c"].iter().enumerate() {
+///     j.insert_left(k.to_string(), i as i64, 1, &mut |_, _, _, _| {});
+/// }
+/// // Two workers each take half of the groups; a third state gets both halves back.
+/// let first = |g: KeyGroup| g.worker(2) == 0;
+/// let parts = j.split_groups(&first).into_iter().chain(j.split_groups(&|g| !first(g)));
+/// let mut whole = IntervalJoinState::new(IntervalBounds::new(0, 10).unwrap(), JoinKind::Inner);
+/// for (_group, part) in parts {
+///     whole.absorb(part);
+/// }
+/// assert_eq!(whole.len(), 3);
+/// ```
+pub trait GroupedState: Sized {
+    /// The parts of the key groups `include` accepts: one per accepted group, empty ones too
+    /// (on restore, an empty part replaces an older part of its group).
+    fn split_groups(&self, include: &dyn Fn(KeyGroup) -> bool) -> Vec<(KeyGroup, Self)>;
+
+    /// Takes in a part whose keys this state does not hold.
+    fn absorb(&mut self, part: Self);
+}
+
+/// One slot per key group, holding `empty()` for the groups `include` accepts: where
+/// [`GroupedState::split_groups`] implementations sort keys into.
+pub fn group_slots<T>(include: &dyn Fn(KeyGroup) -> bool, empty: impl Fn() -> T) -> Vec<Option<T>> {
+    (0..KEY_GROUPS as u16)
+        .map(|g| include(KeyGroup(g)).then(&empty))
+        .collect()
+}
+
+/// The filled slots of [`group_slots`], by group.
+pub fn filled_slots<T>(slots: Vec<Option<T>>) -> Vec<(KeyGroup, T)> {
+    slots
+        .into_iter()
+        .enumerate()
+        .filter_map(|(g, s)| s.map(|s| (KeyGroup(g as u16), s)))
+        .collect()
+}
+
+/// The slot of `key`'s group, if its group is included.
+#[inline]
+pub fn slot_of<'a, K: Hash + ?Sized, T>(slots: &'a mut [Option<T>], key: &K) -> Option<&'a mut T> {
+    slots[usize::from(KeyGroup::of(key).0)].as_mut()
+}
+
+/// `state` split into parts by two workers (even and odd groups) and absorbed into `fresh`.
+#[cfg(test)]
+pub(crate) fn regroup<S: GroupedState>(state: &S, mut fresh: S) -> S {
+    let parts = state.split_groups(&|g| g.0 % 2 == 0);
+    for (_, part) in parts.into_iter().chain(state.split_groups(&|g| g.0 % 2 == 1)) {
+        fresh.absorb(part);
+    }
+    fresh
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

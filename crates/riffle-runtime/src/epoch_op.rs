@@ -96,7 +96,7 @@ pub(crate) trait EpochState: 'static {
 
 /// The newest part of each id (parts come oldest first: an incremental chain); parts with id
 /// `u32::MAX` (per-worker marks) are all kept.
-fn newest_parts(parts: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {
+pub(crate) fn newest_parts(parts: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {
     let mut newest: BTreeMap<u32, &[u8]> = BTreeMap::new();
     let mut marks: Vec<(u32, &[u8])> = Vec::new();
     for (g, bytes) in parts {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
 use riffle_core::join::{Change, IntervalJoinState, TemporalJoinState, WindowJoinState};
-use riffle_core::key_group::KeyGroup;
+use riffle_core::key_group::{filled_slots, group_slots, slot_of, GroupedState, KeyGroup};
 use riffle_core::window::Window;
 use riffle_core::EventTime;
 use serde::{Deserialize, Serialize};
@@ -79,68 +79,116 @@ pub(crate) trait TwoInputLogic<K, L, R, O>: 'static {
     fn ordered(&self) -> bool {
         false
     }
-    /// The state, encoded for a checkpoint.
-    fn snapshot(&self) -> riffle_core::Result<Vec<u8>>;
-    /// Replaces the state with a checkpointed one.
-    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()>;
+    /// The state of the key groups `include` accepts, one encoded part per group (empty
+    /// groups too).
+    fn snapshot(&self, include: &dyn Fn(KeyGroup) -> bool) -> riffle_core::Result<Vec<(KeyGroup, Vec<u8>)>>;
+    /// Takes in the checkpointed parts of the groups this worker now owns, whichever workers
+    /// wrote them; may emit rows that their old workers would have emitted (catch-up).
+    fn restore(&mut self, parts: &[&[u8]], out: &mut Vec<(EventTime, O)>) -> riffle_core::Result<()>;
 }
 
-/// What a join checkpoints on one worker: its state, the records accepted but not yet joined,
-/// and the number of workers (joins keep their state whole per worker, not by key group, so
-/// they restore onto the same number of workers only).
+/// What a join checkpoints per key group: the group's part of the state and its records
+/// accepted but not yet joined. Written by reference (`PL = &(EventTime, i64, L)`), read back
+/// owned.
 #[derive(Serialize, Deserialize)]
-struct JoinSnapshot<L, R> {
-    workers: usize,
-    state: Vec<u8>,
-    pending_left: Vec<(EventTime, i64, L)>,
-    pending_right: Vec<(EventTime, i64, R)>,
+struct JoinPart<'a, PL, PR> {
+    state: &'a [u8],
+    pending_left: Vec<PL>,
+    pending_right: Vec<PR>,
 }
 
-fn snapshot_join<K, L: Data, R: Data, O, S: TwoInputLogic<K, L, R, O>>(
+/// The key functions of a join's two sides.
+type KeyFns<'a, K, L, R> = (&'a dyn Fn(&L) -> K, &'a dyn Fn(&R) -> K);
+
+/// Writes this worker's key groups of the join for `epoch`: every group it owns, whole (join
+/// state is bounded by its interval or window, so there is no incremental variant).
+#[allow(clippy::too_many_arguments)]
+fn snapshot_join<K: Key, L: Data, R: Data, O, S: TwoInputLogic<K, L, R, O>>(
     logic: &S,
     pending_left: &[(EventTime, i64, L)],
     pending_right: &[(EventTime, i64, R)],
+    (left_key, right_key): KeyFns<'_, K, L, R>,
     store: &crate::checkpoint::CheckpointStore,
     epoch: u64,
     op_name: &str,
     (worker, peers): (usize, usize),
 ) -> riffle_core::Result<()> {
-    let snap = JoinSnapshot {
-        workers: peers,
-        state: logic.snapshot()?,
-        pending_left: pending_left.to_vec(),
-        pending_right: pending_right.to_vec(),
-    };
-    store.write(
-        epoch,
-        op_name,
-        worker,
-        vec![(worker as u32, crate::checkpoint::encode(&snap)?)],
-    )
+    let mine = |g: KeyGroup| g.worker(peers) == worker;
+    let states = logic.snapshot(&mine)?;
+    type Pending<'p, L, R> = (Vec<&'p (EventTime, i64, L)>, Vec<&'p (EventTime, i64, R)>);
+    let mut pending: Vec<Option<Pending<'_, L, R>>> = group_slots(&mine, || (Vec::new(), Vec::new()));
+    for p in pending_left {
+        if let Some(slot) = slot_of(&mut pending, &left_key(&p.2)) {
+            slot.0.push(p);
+        }
+    }
+    for p in pending_right {
+        if let Some(slot) = slot_of(&mut pending, &right_key(&p.2)) {
+            slot.1.push(p);
+        }
+    }
+    let mut parts = Vec::with_capacity(states.len());
+    for (group, state) in &states {
+        let (pending_left, pending_right) = pending[usize::from(group.0)].take().unwrap_or_default();
+        let part = JoinPart {
+            state,
+            pending_left,
+            pending_right,
+        };
+        parts.push((u32::from(group.0), crate::checkpoint::encode(&part)?));
+    }
+    store.write(epoch, op_name, worker, parts)
 }
 
+/// Restores the key groups this worker owns from every old worker's parts (the newest part of
+/// each group), whatever the number of workers that wrote them.
 fn restore_join<K, L: Data, R: Data, O, S: TwoInputLogic<K, L, R, O>>(
     logic: &mut S,
     pending_left: &mut Vec<(EventTime, i64, L)>,
     pending_right: &mut Vec<(EventTime, i64, R)>,
     parts: &[(u32, Vec<u8>)],
     (worker, peers): (usize, usize),
+    out: &mut Vec<(EventTime, O)>,
 ) -> riffle_core::Result<()> {
-    // The newest part of this worker (parts come oldest first).
-    let Some((_, bytes)) = parts.iter().rev().find(|(w, _)| *w as usize == worker) else {
-        return Ok(());
-    };
-    let snap: JoinSnapshot<L, R> = crate::checkpoint::decode(bytes, "join state")?;
-    if snap.workers != peers {
-        return Err(riffle_core::Error::Config(format!(
-            "a join's checkpoint restores onto the same number of workers only: it was taken on {} workers, the job has {peers}",
-            snap.workers
-        )));
+    type OwnedPart<'a, L, R> = JoinPart<'a, (EventTime, i64, L), (EventTime, i64, R)>;
+    let mut states = Vec::new();
+    for (group, bytes) in crate::epoch_op::newest_parts(parts) {
+        if group == u32::MAX || KeyGroup(group as u16).worker(peers) != worker {
+            continue;
+        }
+        let part: OwnedPart<'_, L, R> = bincode::deserialize(bytes).map_err(|e| {
+            riffle_core::Error::Execution(format!(
+                "cannot decode the snapshot of join state (key group {group}): {e}"
+            ))
+        })?;
+        states.push(part.state);
+        pending_left.extend(part.pending_left);
+        pending_right.extend(part.pending_right);
     }
-    logic.restore(&snap.state)?;
-    *pending_left = snap.pending_left;
-    *pending_right = snap.pending_right;
-    Ok(())
+    logic.restore(&states, out)
+}
+
+/// Encodes the parts of a [`GroupedState`], one per group `include` accepts.
+fn encode_groups<S: GroupedState + Serialize>(
+    state: &S,
+    include: &dyn Fn(KeyGroup) -> bool,
+) -> riffle_core::Result<Vec<(KeyGroup, Vec<u8>)>> {
+    state
+        .split_groups(include)
+        .into_iter()
+        .map(|(group, part)| Ok((group, crate::checkpoint::encode(&part)?)))
+        .collect()
+}
+
+/// Decodes the parts of a [`GroupedState`].
+fn decode_groups<S: GroupedState + serde::de::DeserializeOwned>(
+    parts: &[&[u8]],
+    what: &str,
+) -> riffle_core::Result<Vec<S>> {
+    parts
+        .iter()
+        .map(|bytes| crate::checkpoint::decode(bytes, what))
+        .collect()
 }
 
 /// Takes the pending records whose arrival watermark is below `release` (all of them when
@@ -231,6 +279,7 @@ where
                         &mut pending_right,
                         &parts,
                         (worker, peers),
+                        &mut rows,
                     ) {
                         op_ctx.fail(e);
                     }
@@ -285,6 +334,7 @@ where
                                 &logic,
                                 &pending_left,
                                 &pending_right,
+                                (&*left_key, &*right_key),
                                 store,
                                 epoch,
                                 &op_name,
@@ -361,6 +411,7 @@ where
                             &logic,
                             &pending_left,
                             &pending_right,
+                            (&*left_key, &*right_key),
                             store,
                             epoch,
                             &op_name,
@@ -452,12 +503,31 @@ impl<K: Key, L: Data, R: Data> TwoInputLogic<K, L, R, JoinResult<K, L, R>> for I
     fn ordered(&self) -> bool {
         true
     }
-    fn snapshot(&self) -> riffle_core::Result<Vec<u8>> {
-        crate::checkpoint::encode(&self.0)
+    fn snapshot(&self, include: &dyn Fn(KeyGroup) -> bool) -> riffle_core::Result<Vec<(KeyGroup, Vec<u8>)>> {
+        encode_groups(&self.0, include)
     }
-    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()> {
-        self.0 = crate::checkpoint::decode(bytes, "interval join state")?;
+    fn restore(&mut self, parts: &[&[u8]], _out: &mut RowsOut<K, L, R>) -> riffle_core::Result<()> {
+        for part in decode_groups(parts, "interval join state")? {
+            self.0.absorb(part);
+        }
         Ok(())
+    }
+}
+
+/// Collects window join rows into `out`.
+fn window_rows<K: Clone, L: Clone, R: Clone>(
+    out: &mut RowsOut<K, L, R>,
+) -> impl FnMut(Window, &K, EventTime, Option<&L>, Option<&R>) + '_ {
+    move |w, k, ts, l, r| {
+        out.push((
+            ts,
+            JoinResult {
+                key: k.clone(),
+                left: l.cloned(),
+                right: r.cloned(),
+                window: Some(w),
+            },
+        ))
     }
 }
 
@@ -478,26 +548,17 @@ impl<K: Key, L: Data, R: Data> TwoInputLogic<K, L, R, JoinResult<K, L, R>> for W
         self.0.insert_right(key, ts, wm, value);
     }
     fn advance(&mut self, left_wm: i64, right_wm: i64, out: &mut RowsOut<K, L, R>) {
-        self.0.advance(left_wm.min(right_wm), &mut |w, k, ts, l, r| {
-            out.push((
-                ts,
-                JoinResult {
-                    key: k.clone(),
-                    left: l.cloned(),
-                    right: r.cloned(),
-                    window: Some(w),
-                },
-            ))
-        });
+        self.0.advance(left_wm.min(right_wm), &mut window_rows(out));
     }
     fn len(&self) -> usize {
         self.0.len()
     }
-    fn snapshot(&self) -> riffle_core::Result<Vec<u8>> {
-        crate::checkpoint::encode(&self.0)
+    fn snapshot(&self, include: &dyn Fn(KeyGroup) -> bool) -> riffle_core::Result<Vec<(KeyGroup, Vec<u8>)>> {
+        encode_groups(&self.0, include)
     }
-    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()> {
-        self.0 = crate::checkpoint::decode(bytes, "window join state")?;
+    fn restore(&mut self, parts: &[&[u8]], out: &mut RowsOut<K, L, R>) -> riffle_core::Result<()> {
+        let parts: Vec<WindowJoinState<K, L, R>> = decode_groups(parts, "window join state")?;
+        self.0.absorb_caught_up(parts, &mut window_rows(out));
         Ok(())
     }
 }
@@ -534,11 +595,13 @@ impl<K: Key, S: Data, V: Data> TwoInputLogic<K, S, (K, Change<V>), JoinResult<K,
     fn len(&self) -> usize {
         self.0.len()
     }
-    fn snapshot(&self) -> riffle_core::Result<Vec<u8>> {
-        crate::checkpoint::encode(&self.0)
+    fn snapshot(&self, include: &dyn Fn(KeyGroup) -> bool) -> riffle_core::Result<Vec<(KeyGroup, Vec<u8>)>> {
+        encode_groups(&self.0, include)
     }
-    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()> {
-        self.0 = crate::checkpoint::decode(bytes, "temporal join state")?;
+    fn restore(&mut self, parts: &[&[u8]], _out: &mut RowsOut<K, S, V>) -> riffle_core::Result<()> {
+        for part in decode_groups(parts, "temporal join state")? {
+            self.0.absorb(part);
+        }
         Ok(())
     }
 }
@@ -586,11 +649,23 @@ impl<K: Key, S: Data, V: Data> TwoInputLogic<K, S, (K, Change<V>), JoinResult<K,
     fn len(&self) -> usize {
         self.table.len()
     }
-    fn snapshot(&self) -> riffle_core::Result<Vec<u8>> {
-        crate::checkpoint::encode(&self.table)
+    fn snapshot(&self, include: &dyn Fn(KeyGroup) -> bool) -> riffle_core::Result<Vec<(KeyGroup, Vec<u8>)>> {
+        let mut slots = group_slots(include, HashMap::new);
+        for (key, row) in &self.table {
+            if let Some(part) = slot_of(&mut slots, key) {
+                part.insert(key, row);
+            }
+        }
+        filled_slots(slots)
+            .into_iter()
+            .map(|(group, part)| Ok((group, crate::checkpoint::encode(&part)?)))
+            .collect()
     }
-    fn restore(&mut self, bytes: &[u8]) -> riffle_core::Result<()> {
-        self.table = crate::checkpoint::decode(bytes, "lookup join table")?;
+    fn restore(&mut self, parts: &[&[u8]], _out: &mut RowsOut<K, S, V>) -> riffle_core::Result<()> {
+        for bytes in parts {
+            let part: HashMap<K, V> = crate::checkpoint::decode(bytes, "lookup join table")?;
+            self.table.extend(part);
+        }
         Ok(())
     }
 }
