@@ -28,8 +28,8 @@ pub fn run(args: CheckpointBenchArgs) -> Result<()> {
         args.key_bytes
     );
     println!(
-        "{:>10} {:>12} {:>12} {:>12} {:>14} {:>12}",
-        "state", "keys", "file MB", "snapshot s", "1/128 incr. s", "restore s"
+        "{:>10} {:>10} {:>9} {:>11} {:>14} {:>10} {:>9} {:>11} {:>11}",
+        "state", "keys", "file MB", "snapshot s", "1/128 incr. s", "restore s", "(read s)", "loop write", "loop read"
     );
     for mb in &args.sizes_mb {
         // Each entry costs the key (with its length prefix) and an 8-byte count.
@@ -40,17 +40,58 @@ pub fn run(args: CheckpointBenchArgs) -> Result<()> {
         if f.restored_keys != keys {
             return Err(Error::Execution(format!("restored {} keys of {keys}", f.restored_keys)));
         }
+        let (loop_write, loop_read) = hand_loop(&dir, keys, args.key_bytes)?;
         println!(
-            "{:>7} MB {:>12} {:>12.1} {:>12.3} {:>14.3} {:>12.3}",
+            "{:>7} MB {:>10} {:>9.1} {:>11.3} {:>14.3} {:>10.3} {:>9.3} {:>11.3} {:>11.3}",
             mb,
             keys,
             f.bytes as f64 / 1e6,
             f.snapshot_secs,
             f.incremental_secs,
-            f.restore_secs
+            f.restore_secs,
+            f.read_secs,
+            loop_write,
+            loop_read
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
+}
+
+/// The hand-written single-threaded loop on the same keys and counts: one vector encoded with
+/// bincode into one synced file (no key groups, no operator), then read back, decoded and
+/// inserted into a hash map sized in advance. Returns (write, read) seconds.
+fn hand_loop(dir: &std::path::Path, keys: usize, key_bytes: usize) -> Result<(f64, f64)> {
+    use std::io::Write;
+    let io = |what: &'static str, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    };
+    let codec = |e: bincode::Error| Error::Execution(format!("hand loop: {e}"));
+    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    let path = dir.join("hand-loop.bin");
+    let entries: Vec<(compact_str::CompactString, u64)> = (0..keys)
+        .map(|i| riffle_runtime::window_op::bench_entry(i, key_bytes))
+        .collect();
+    let t = std::time::Instant::now();
+    let bytes = bincode::serialize(&entries).map_err(codec)?;
+    let mut file = std::fs::File::create(&path).map_err(io("cannot create", &path))?;
+    file.write_all(&bytes).map_err(io("cannot write", &path))?;
+    file.sync_all().map_err(io("cannot sync", &path))?;
+    let write = t.elapsed().as_secs_f64();
+    drop((entries, bytes, file));
+    let t = std::time::Instant::now();
+    let bytes = std::fs::read(&path).map_err(io("cannot read", &path))?;
+    let entries: Vec<(compact_str::CompactString, u64)> = bincode::deserialize(&bytes).map_err(codec)?;
+    let mut map = hashbrown::HashMap::with_capacity(entries.len());
+    map.extend(entries);
+    let read = t.elapsed().as_secs_f64();
+    if map.len() != keys {
+        return Err(Error::Execution(format!(
+            "hand loop restored {} keys of {keys}",
+            map.len()
+        )));
+    }
+    Ok((write, read))
 }
