@@ -59,18 +59,34 @@ struct PartHeader {
     parts: u64,
 }
 
-fn encode_part_file(header: &PartHeader, parts: &[(u32, Vec<u8>)]) -> Result<Vec<u8>> {
-    let head = bincode::serialize(header).map_err(|e| Error::Execution(format!("cannot encode a snapshot: {e}")))?;
-    let total: usize = parts.iter().map(|p| p.1.len() + 12).sum::<usize>() + head.len() + 8;
-    let mut body = Vec::with_capacity(total);
-    body.extend_from_slice(&(head.len() as u64).to_le_bytes());
-    body.extend_from_slice(&head);
+/// Writes a part file's body (header, then each part framed) to `out`.
+fn write_part_file(out: &mut impl Write, header: &PartHeader, parts: &[(u32, Vec<u8>)]) -> std::io::Result<()> {
+    let head = bincode::serialize(header).map_err(std::io::Error::other)?;
+    out.write_all(&(head.len() as u64).to_le_bytes())?;
+    out.write_all(&head)?;
     for (id, bytes) in parts {
-        body.extend_from_slice(&id.to_le_bytes());
-        body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        body.extend_from_slice(bytes);
+        out.write_all(&id.to_le_bytes())?;
+        out.write_all(&(bytes.len() as u64).to_le_bytes())?;
+        out.write_all(bytes)?;
     }
-    Ok(body)
+    Ok(())
+}
+
+/// A writer that checksums what passes through it (XXH3, as [`seal`] does).
+struct Checksummed<W> {
+    inner: W,
+    sum: xxhash_rust::xxh3::Xxh3,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn decode_part_file(body: &[u8], path: &Path) -> Result<(PartHeader, Parts)> {
@@ -170,6 +186,11 @@ fn open_sealed<'a>(magic: &[u8; 4], bytes: &'a [u8], what: &Path) -> Result<&'a 
 
 /// Writes `bytes` to `path` atomically: a temporary file, synced, then renamed.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |f| f.write_all(bytes))
+}
+
+/// Writes a file atomically with `fill`: a temporary file, filled, synced, then renamed.
+fn write_atomically_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
     let io = |what: &'static str, source| Error::Io {
         what,
         path: path.to_path_buf(),
@@ -179,7 +200,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
-    f.write_all(bytes).map_err(|e| io("cannot write", e))?;
+    fill(&mut f).map_err(|e| io("cannot write", e))?;
     f.sync_all().map_err(|e| io("cannot sync", e))?;
     std::fs::rename(&tmp, path).map_err(|e| io("cannot rename into", e))
 }
@@ -329,8 +350,21 @@ impl CheckpointStore {
             worker: worker as u32,
             parts: parts.len() as u64,
         };
-        let body = encode_part_file(&header, &parts)?;
-        write_atomically(&dir.join(file_name(operator, worker)), &seal(PART_MAGIC, &body))
+        // Streamed into the file, sealed as `seal` would: the state is not copied twice more
+        // (body, sealed file) before it is written.
+        write_atomically_with(&dir.join(file_name(operator, worker)), |file| {
+            let mut out = Checksummed {
+                inner: std::io::BufWriter::with_capacity(1 << 20, file),
+                sum: xxhash_rust::xxh3::Xxh3::new(),
+            };
+            out.write_all(PART_MAGIC)?;
+            out.write_all(&[VERSION])?;
+            write_part_file(&mut out, &header, &parts)?;
+            let sum = out.sum.digest();
+            let mut file = out.inner;
+            file.write_all(&sum.to_le_bytes())?;
+            file.flush()
+        })
     }
 
     /// Registers a sink whose completions decide when checkpoints are complete; returns its id.
