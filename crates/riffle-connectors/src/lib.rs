@@ -2,7 +2,7 @@
 //!
 //! A source is named by a URI ([`SourceUri`]) and made of **splits**, the parts that are read
 //! independently, each in order, by one worker: every file of a folder is a split; a socket
-//! and stdin are one split each. A split is read through a [`LineReader`] that hands out
+//! and stdin are one split each, a Kafka topic has one split per partition. A split is read through a [`LineReader`] that hands out
 //! chunks of whole lines ([`LineChunk`]) without blocking the worker: sockets and stdin are
 //! read by a background thread and handed over through a channel.
 //!
@@ -17,6 +17,7 @@
 
 pub mod generator;
 pub mod json;
+pub mod kafka;
 pub mod line_reader;
 pub mod sink;
 pub mod uri;

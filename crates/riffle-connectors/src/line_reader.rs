@@ -69,7 +69,7 @@ impl SplitSpec {
     /// Fails for a position in a split that cannot be replayed.
     pub fn open_at(&self, position: Option<SplitPosition>) -> Result<Box<dyn LineReader>> {
         let origin: Arc<str> = self.name().into();
-        if position.is_some() && !self.is_bounded_by_nature() {
+        if position.is_some() && !self.is_replayable() {
             return Err(Error::Config(format!(
                 "{} cannot be read again from a checkpointed position",
                 self.name()
@@ -113,6 +113,7 @@ impl SplitSpec {
                 Ok(Box::new(ThreadedLines::spawn(origin, stream)))
             }
             SplitSpec::Stdin => Ok(Box::new(ThreadedLines::spawn(origin, std::io::stdin()))),
+            SplitSpec::Kafka(partition) => partition.open_at(position),
             SplitSpec::Generator(g) => {
                 let mut reader = GeneratedLines::new(origin, g.clone());
                 if let Some(p) = position {

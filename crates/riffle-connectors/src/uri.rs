@@ -17,6 +17,8 @@ pub enum SourceUri {
     Stdin,
     /// `generate://words?...`: generated word lines (for tests and benchmarks).
     Generator(WordGenerator),
+    /// `kafka://HOST:PORT/TOPIC?group.id=G&...`: a Kafka topic, one split per partition.
+    Kafka(std::sync::Arc<crate::kafka::KafkaSourceSpec>),
 }
 
 impl SourceUri {
@@ -41,8 +43,12 @@ impl SourceUri {
         if let Some(spec) = uri.strip_prefix("generate://") {
             return WordGenerator::parse(spec).map(SourceUri::Generator);
         }
+        if uri.starts_with("kafka://") {
+            let spec = crate::kafka::KafkaSourceSpec::new(crate::kafka::KafkaUri::parse(uri)?)?;
+            return Ok(SourceUri::Kafka(std::sync::Arc::new(spec)));
+        }
         Err(Error::Config(format!(
-            "source '{uri}': unknown scheme (use socket://HOST:PORT, file://PATH, - for stdin, or generate://words?...)"
+            "source '{uri}': unknown scheme (use socket://HOST:PORT, file://PATH, - for stdin, kafka://HOST:PORT/TOPIC, or generate://words?...)"
         )))
     }
 
@@ -53,6 +59,7 @@ impl SourceUri {
             SourceUri::Socket(a) => Ok(vec![SplitSpec::Socket(a.clone())]),
             SourceUri::Stdin => Ok(vec![SplitSpec::Stdin]),
             SourceUri::Generator(g) => Ok(vec![SplitSpec::Generator(g.clone())]),
+            SourceUri::Kafka(k) => Ok(k.partitions()?.into_iter().map(SplitSpec::Kafka).collect()),
             SourceUri::Files(path) => {
                 let meta = std::fs::metadata(path).map_err(|source| Error::Io {
                     what: "cannot open",
@@ -99,6 +106,8 @@ pub enum SplitSpec {
     Stdin,
     /// Generated lines.
     Generator(WordGenerator),
+    /// A partition of a Kafka topic.
+    Kafka(crate::kafka::KafkaPartitionSpec),
 }
 
 impl SplitSpec {
@@ -109,12 +118,23 @@ impl SplitSpec {
             SplitSpec::Socket(a) => format!("socket://{a}"),
             SplitSpec::Stdin => "stdin".into(),
             SplitSpec::Generator(_) => "generator".into(),
+            SplitSpec::Kafka(p) => p.name(),
         }
     }
 
     /// Whether the split ends by itself (a file, generated data). Sockets and stdin end when
-    /// the peer closes them.
+    /// the peer closes them; a Kafka partition when it is bounded.
     pub fn is_bounded_by_nature(&self) -> bool {
-        matches!(self, SplitSpec::File(_) | SplitSpec::Generator(_))
+        match self {
+            SplitSpec::File(_) | SplitSpec::Generator(_) => true,
+            SplitSpec::Kafka(p) => p.end.is_some(),
+            SplitSpec::Socket(_) | SplitSpec::Stdin => false,
+        }
+    }
+
+    /// Whether the split can be read again from a checkpointed position (files, generated
+    /// data, Kafka partitions; not sockets or stdin).
+    pub fn is_replayable(&self) -> bool {
+        !matches!(self, SplitSpec::Socket(_) | SplitSpec::Stdin)
     }
 }
