@@ -213,8 +213,21 @@ fn parse_epoch_dir(name: &str) -> Option<u64> {
     name.strip_prefix("chk-")?.parse().ok()
 }
 
+/// Whether a snapshot holds an operator's whole state on a worker or only what changed since
+/// its previous one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// Everything: older files of the operator and worker are no longer needed.
+    Full,
+    /// What changed: a restore needs the files back to the last full one.
+    Incremental,
+}
+
+/// The suffix of incremental snapshot files.
+const INCREMENTAL_SUFFIX: &str = ".inc";
+
 /// A file-system-safe operator name.
-fn file_name(operator: &str, worker: usize) -> String {
+fn file_name(operator: &str, worker: usize, kind: SnapshotKind) -> String {
     let safe: String = operator
         .chars()
         .map(|c| {
@@ -225,7 +238,10 @@ fn file_name(operator: &str, worker: usize) -> String {
             }
         })
         .collect();
-    format!("{safe}.w{worker}")
+    match kind {
+        SnapshotKind::Full => format!("{safe}.w{worker}"),
+        SnapshotKind::Incremental => format!("{safe}.w{worker}{INCREMENTAL_SUFFIX}"),
+    }
 }
 
 impl CheckpointStore {
@@ -337,7 +353,14 @@ impl CheckpointStore {
     }
 
     /// Writes `worker`'s parts of `operator` for `epoch`.
-    pub fn write(&self, epoch: u64, operator: &str, worker: usize, parts: Vec<(u32, Vec<u8>)>) -> Result<()> {
+    pub fn write(
+        &self,
+        epoch: u64,
+        operator: &str,
+        worker: usize,
+        parts: Vec<(u32, Vec<u8>)>,
+        kind: SnapshotKind,
+    ) -> Result<()> {
         let dir = epoch_dir(&self.config.dir, epoch);
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
             what: "cannot create",
@@ -352,7 +375,7 @@ impl CheckpointStore {
         };
         // Streamed into the file, sealed as `seal` would: the state is not copied twice more
         // (body, sealed file) before it is written.
-        write_atomically_with(&dir.join(file_name(operator, worker)), |file| {
+        write_atomically_with(&dir.join(file_name(operator, worker, kind)), |file| {
             let mut out = Checksummed {
                 inner: std::io::BufWriter::with_capacity(1 << 20, file),
                 sum: xxhash_rust::xxh3::Xxh3::new(),
@@ -393,17 +416,20 @@ impl CheckpointStore {
         Ok(Some(all))
     }
 
-    /// Writes the manifest of `epoch`: every file this run wrote at or before `epoch`, oldest
-    /// first (a restore applies them in that order: an operator's newer parts replace older
-    /// ones, and an incremental snapshot only holds what changed).
+    /// Writes the manifest of `epoch`: the files this run wrote at or before `epoch` that a
+    /// restore needs, oldest first (a restore applies them in that order: an operator's newer
+    /// parts replace older ones, and an incremental snapshot only holds what changed). Of each
+    /// operator and worker, that is its newest full snapshot and the incremental ones after
+    /// it, so that older checkpoints can be deleted while the job runs.
     fn write_manifest(&self, epoch: u64) -> Result<()> {
         let root = &self.config.dir;
-        let mut files: Vec<String> = Vec::new();
         let mut epochs: Vec<u64> = Self::epochs(root)?
             .into_iter()
             .filter(|e| (self.start_epoch..=epoch).contains(e))
             .collect();
         epochs.sort_unstable();
+        // Per operator and worker: its files by epoch, and the epoch of its newest full one.
+        let mut by_writer: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
         for e in epochs {
             let dir = epoch_dir(root, e);
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -412,8 +438,22 @@ impl CheckpointStore {
                 if name == "MANIFEST" || name.ends_with(".tmp") {
                     continue;
                 }
+                let writer = name.strip_suffix(INCREMENTAL_SUFFIX);
+                let (files, full_from) = by_writer.entry(writer.unwrap_or(&name).to_string()).or_default();
+                if writer.is_none() {
+                    *full_from = e;
+                }
                 files.push(format!("chk-{e:010}/{name}"));
             }
+        }
+        let mut files: Vec<String> = Vec::new();
+        for (files_of_writer, full_from) in by_writer.into_values() {
+            files.extend(files_of_writer.into_iter().filter(|f| {
+                f.split('/')
+                    .next()
+                    .and_then(parse_epoch_dir)
+                    .is_some_and(|e| e >= full_from)
+            }));
         }
         files.sort();
         let manifest = Manifest { epoch, files };
@@ -566,8 +606,13 @@ mod tests {
         let store = CheckpointStore::open(config(dir.path())).expect("open");
         let sink = store.register_sink();
         for epoch in 0..3u64 {
+            let kind = if epoch == 0 {
+                SnapshotKind::Full
+            } else {
+                SnapshotKind::Incremental
+            };
             store
-                .write(epoch, "op", 0, vec![(7, vec![epoch as u8; 10])])
+                .write(epoch, "op", 0, vec![(7, vec![epoch as u8; 10])], kind)
                 .expect("write");
             assert_eq!(store.sink_complete(sink, epoch).expect("complete"), Some(epoch));
         }
@@ -575,7 +620,7 @@ mod tests {
         assert_eq!(restored.restored_epoch(), Some(2));
         assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![2u8; 10])));
         // Corrupt the newest part file: recovery falls back to epoch 1.
-        let newest = epoch_dir(dir.path(), 2).join("op.w0");
+        let newest = epoch_dir(dir.path(), 2).join("op.w0.inc");
         let mut bytes = std::fs::read(&newest).expect("read");
         let n = bytes.len();
         bytes[n / 2] ^= 0x40;
@@ -585,7 +630,7 @@ mod tests {
         assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![1u8; 10])));
         // Truncate it too: epoch 1 becomes unusable; epoch 0 was kept, as retained manifests
         // (which list every file of their run, for incremental chains) refer to it.
-        let e1 = epoch_dir(dir.path(), 1).join("op.w0");
+        let e1 = epoch_dir(dir.path(), 1).join("op.w0.inc");
         let bytes = std::fs::read(&e1).expect("read");
         std::fs::write(&e1, &bytes[..bytes.len() - 3]).expect("truncate");
         let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
@@ -597,10 +642,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = CheckpointStore::open(config(dir.path())).expect("open");
         let sink = store.register_sink();
-        store.write(0, "finished-source", 0, vec![(0, vec![1])]).expect("write");
-        store.write(0, "window", 0, vec![(3, vec![2])]).expect("write");
+        let full = SnapshotKind::Full;
+        store
+            .write(0, "finished-source", 0, vec![(0, vec![1])], full)
+            .expect("write");
+        store.write(0, "window", 0, vec![(3, vec![2])], full).expect("write");
         store.sink_complete(sink, 0).expect("complete");
-        store.write(1, "window", 0, vec![(3, vec![3])]).expect("write");
+        let delta = SnapshotKind::Incremental;
+        store.write(1, "window", 0, vec![(3, vec![3])], delta).expect("write");
         store.sink_complete(sink, 1).expect("complete");
         let r = CheckpointStore::open(config(dir.path())).expect("reopen");
         assert_eq!(r.restored_epoch(), Some(1));
@@ -611,5 +660,30 @@ mod tests {
             "oldest first"
         );
         assert_eq!(r.start_epoch(), 2);
+    }
+
+    #[test]
+    fn a_full_snapshot_ends_the_chain_and_older_checkpoints_are_deleted_while_the_job_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::open(config(dir.path())).expect("open");
+        let sink = store.register_sink();
+        for epoch in 0..10u64 {
+            let kind = if epoch % 4 == 0 {
+                SnapshotKind::Full
+            } else {
+                SnapshotKind::Incremental
+            };
+            store
+                .write(epoch, "window", 0, vec![(3, vec![epoch as u8])], kind)
+                .expect("write");
+            store.sink_complete(sink, epoch).expect("complete");
+        }
+        // The newest full snapshot is epoch 8: epochs 8 and 9 are all a restore needs; the
+        // retained checkpoints (8, 9) do not refer to anything older, which is gone.
+        let r = CheckpointStore::open(config(dir.path())).expect("reopen");
+        assert_eq!(*r.restored_parts("window"), vec![(3, vec![8]), (3, vec![9])]);
+        let mut left = CheckpointStore::epochs(dir.path()).expect("epochs");
+        left.sort_unstable();
+        assert_eq!(left, vec![8, 9]);
     }
 }

@@ -123,7 +123,12 @@ pub(crate) fn take_snapshot<S: EpochState>(
     // that worker's part on restore.
     let include = |g: u32| KeyGroup(g as u16).worker(peers) == worker && (full || dirty.dirty[g as usize]);
     let parts = state.snapshot(&include)?;
-    store.write(epoch, op_name, worker, parts)?;
+    let kind = if full {
+        crate::checkpoint::SnapshotKind::Full
+    } else {
+        crate::checkpoint::SnapshotKind::Incremental
+    };
+    store.write(epoch, op_name, worker, parts, kind)?;
     dirty.all = false;
     dirty.taken += 1;
     dirty.dirty.iter_mut().for_each(|d| *d = false);

@@ -137,7 +137,7 @@ fn snapshot_join<K: Key, L: Data, R: Data, O, S: TwoInputLogic<K, L, R, O>>(
         };
         parts.push((u32::from(group.0), crate::checkpoint::encode(&part)?));
     }
-    store.write(epoch, op_name, worker, parts)
+    store.write(epoch, op_name, worker, parts, crate::checkpoint::SnapshotKind::Full)
 }
 
 /// Restores the key groups this worker owns from every old worker's parts (the newest part of

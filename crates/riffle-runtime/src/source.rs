@@ -428,7 +428,9 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                         .chain(finished.iter().copied())
                         .map(|(i, c)| Ok((i, crate::checkpoint::encode(&c)?)))
                         .collect();
-                    if let Err(e) = parts.and_then(|parts| store.write(epoch, &op_name, worker, parts)) {
+                    if let Err(e) = parts.and_then(|parts| {
+                        store.write(epoch, &op_name, worker, parts, crate::checkpoint::SnapshotKind::Full)
+                    }) {
                         ctx.fail(e);
                     }
                     epoch += 1;
