@@ -14,7 +14,7 @@ use riffle_core::{Error, Result, WatermarkStrategy};
 use riffle_runtime::source::RecordParser;
 use riffle_runtime::{execute, JobContext, JoinResult, Joined, SystemClock, TextSource};
 
-use crate::options::{millis, ExecutionArgs, FixedWindowArgs, FormatArg, ResultSink};
+use crate::options::{millis, output_format, ExecutionArgs, FixedWindowArgs, FormatArg, ResultSink};
 
 /// Join kinds on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,14 +169,14 @@ pub fn run(args: JoinArgs) -> Result<()> {
     if let Some(idle) = millis("idle-timeout", &args.idle_timeout)? {
         strategy = strategy.with_idleness(idle);
     }
-    let sink = ResultSink::new(&args.output, &args.sink, None)?;
     let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
     let mut ctx = JobContext::new(args.strict, Arc::new(SystemClock));
     if let Some(path) = &args.dead_letter {
         ctx = ctx.with_dead_letter(LineSink::file(path)?);
     }
     let ctx = Arc::new(ctx);
-    let (format, chunk) = (args.format, args.chunk_lines);
+    let sink = ResultSink::new(&args.output, &args.sink, &ctx, &exec)?;
+    let (format, chunk) = (output_format(args.format, &args.sink), args.chunk_lines);
     let json = JsonRecordFormat::new(&args.key_field, &args.time_field);
     let (out_sink, late_out) = (sink.clone(), late_sink.clone());
     let metrics = execute(exec, Arc::clone(&ctx), move |env| {
@@ -195,7 +195,11 @@ pub fn run(args: JoinArgs) -> Result<()> {
             Shape::Window(w) => l.window_join(r, w, kind),
             Shape::Interval(b) => l.interval_join(r, b, kind),
         };
-        out_sink.write(joined.rows, move |_, r, out| format_row(format, r, out));
+        out_sink.write(
+            joined.rows,
+            |r, key| r.key.write_json(key),
+            move |_, r, out| format_row(format, r, out),
+        );
         if let Some(late) = &late_out {
             let late_line = |side: &'static str| {
                 move |ts: i64, r: &JsonRecord, out: &mut Vec<u8>| {
@@ -206,7 +210,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
             joined.late_right.write_lines(late.clone(), late_line("right"));
         }
     })?;
-    sink.flush()?;
+    sink.finish()?;
     ctx.flush()?;
     if let Some(late) = late_sink {
         late.flush()?;

@@ -111,58 +111,82 @@ pub struct SourceArgs {
     pub execution: ExecutionArgs,
 }
 
-/// Where a job's results go: lines to stdout or a file (at least once with checkpoints), or
-/// the exactly-once file sink (`--sink file://DIR`).
+/// Where a job's results go: lines to stdout or a file (at least once with checkpoints), the
+/// exactly-once file sink (`--sink file://DIR`), or a Kafka topic (`--sink kafka://…`, keyed
+/// JSON messages, exactly once with checkpoints).
 #[derive(Clone)]
 pub enum ResultSink {
     /// Lines to stdout or a file.
     Lines(riffle_connectors::LineSink),
     /// Committed part files in a directory.
     Committed(std::path::PathBuf),
+    /// A Kafka topic.
+    Kafka(riffle_runtime::KafkaSink),
+}
+
+/// The format results are written in: JSON into Kafka, whatever `--format` says.
+pub fn output_format(format: FormatArg, sink: &Option<String>) -> FormatArg {
+    match sink {
+        Some(uri) if uri.starts_with("kafka://") => FormatArg::Json,
+        _ => format,
+    }
 }
 
 impl ResultSink {
-    /// From `--output` and `--sink`; prepares a committed directory for the restored epoch.
+    /// From `--output` and `--sink`. Before the job starts, makes the sink consistent with the
+    /// checkpoint being restored (commits or drops pending files; publishes into Kafka what
+    /// the checkpoint holds and the topic lacks).
     pub fn new(
         output: &Option<std::path::PathBuf>,
         sink: &Option<String>,
-        restored_epoch: Option<u64>,
+        ctx: &riffle_runtime::JobContext,
+        exec: &ExecutionConfig,
     ) -> Result<Self> {
-        match sink {
-            None => Ok(ResultSink::Lines(result_sink(output)?)),
-            Some(uri) => {
-                if output.is_some() {
-                    return Err(Error::Config("use either --output or --sink".into()));
-                }
-                let dir = uri.strip_prefix("file://").ok_or_else(|| {
-                    Error::Config(format!(
-                        "--sink: expected file://DIR, got '{uri}' (Kafka sinks come later)"
-                    ))
-                })?;
-                let dir = std::path::PathBuf::from(dir);
-                riffle_runtime::sink::prepare_output_dir(&dir, restored_epoch)?;
-                Ok(ResultSink::Committed(dir))
-            }
+        let Some(uri) = sink else {
+            return Ok(ResultSink::Lines(result_sink(output)?));
+        };
+        if output.is_some() {
+            return Err(Error::Config("use either --output or --sink".into()));
         }
+        if uri.starts_with("kafka://") {
+            return Ok(ResultSink::Kafka(riffle_runtime::KafkaSink::new(
+                uri,
+                ctx,
+                exec.process,
+            )?));
+        }
+        let dir = uri.strip_prefix("file://").ok_or_else(|| {
+            Error::Config(format!(
+                "--sink: expected file://DIR or kafka://HOST:PORT/TOPIC, got '{uri}'"
+            ))
+        })?;
+        let dir = std::path::PathBuf::from(dir);
+        let restored = ctx.checkpoints().and_then(|s| s.restored_epoch());
+        riffle_runtime::sink::prepare_output_dir(&dir, restored)?;
+        Ok(ResultSink::Committed(dir))
     }
 
-    /// Writes `stream` here.
+    /// Writes `stream` here: each record as the line `format` appends; into Kafka, keyed by
+    /// what `key` appends (nothing: no key).
     pub fn write<D: riffle_runtime::stream::Data>(
         &self,
         stream: riffle_runtime::DataStream<'_, D>,
+        key: impl FnMut(&D, &mut Vec<u8>) + 'static,
         format: impl FnMut(i64, &D, &mut Vec<u8>) + 'static,
     ) {
         match self {
             ResultSink::Lines(sink) => stream.write_lines(sink.clone(), format),
             ResultSink::Committed(dir) => stream.write_committed(dir.clone(), format),
+            ResultSink::Kafka(sink) => stream.write_kafka(sink, key, format),
         }
     }
 
-    /// Flushes buffered lines.
-    pub fn flush(&self) -> Result<()> {
+    /// Once the job has ended: flushes buffered lines, waits for the Kafka publishers.
+    pub fn finish(&self) -> Result<()> {
         match self {
             ResultSink::Lines(sink) => sink.flush(),
             ResultSink::Committed(_) => Ok(()),
+            ResultSink::Kafka(sink) => sink.finish(),
         }
     }
 }
@@ -179,8 +203,6 @@ pub struct TextInput {
     pub ctx: std::sync::Arc<riffle_runtime::JobContext>,
     /// Lines per chunk.
     pub chunk_lines: usize,
-    /// The epoch of the checkpoint restored, if any.
-    pub restored_epoch: Option<u64>,
 }
 
 impl TextInput {
@@ -222,7 +244,6 @@ impl SourceArgs {
         if let Some(path) = &self.dead_letter {
             ctx = ctx.with_dead_letter(riffle_connectors::LineSink::file(path)?);
         }
-        let mut restored_epoch = None;
         if let Some(dir) = &self.checkpoint_dir {
             let interval = riffle_core::duration::parse_millis(&self.checkpoint_interval)
                 .map_err(|e| Error::Config(format!("--checkpoint-interval: {e}")))?;
@@ -232,8 +253,7 @@ impl SourceArgs {
                     interval: std::time::Duration::from_millis(interval.max(1) as u64),
                     retain: self.retain_checkpoints.max(2),
                 })?;
-            restored_epoch = store.restored_epoch();
-            if let Some(e) = restored_epoch {
+            if let Some(e) = store.restored_epoch() {
                 tracing::warn!("resuming from checkpoint {e} in {}", dir.display());
             }
             ctx = ctx.with_checkpoints(store);
@@ -244,7 +264,6 @@ impl SourceArgs {
             strategy,
             ctx: std::sync::Arc::new(ctx),
             chunk_lines: self.chunk_lines,
-            restored_epoch,
         })
     }
 }

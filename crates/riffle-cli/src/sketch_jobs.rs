@@ -16,7 +16,7 @@ use riffle_runtime::{execute, WindowResult};
 use riffle_sketch::counting_bloom::BloomDistinct;
 use riffle_sketch::{ApproxDistinct, ExactDistinct, TopK};
 
-use crate::options::{json_str, FixedWindowArgs, FormatArg, ResultSink, SourceArgs, TextInput};
+use crate::options::{json_str, output_format, FixedWindowArgs, FormatArg, ResultSink, SourceArgs, TextInput};
 use crate::wordcount::words;
 
 /// How `riffle distinct` counts.
@@ -114,7 +114,7 @@ where
     A::Output: riffle_runtime::stream::Data,
     F: Fn(&WindowResult<(), A::Output>, &mut Vec<u8>) + Clone + Send + Sync + 'static,
 {
-    let sink = ResultSink::new(output, sink, input.restored_epoch)?;
+    let sink = ResultSink::new(output, sink, &input.ctx, &input.exec)?;
     let out_sink = sink.clone();
     let ctx = Arc::clone(&input.ctx);
     let exec = input.exec.clone();
@@ -123,9 +123,9 @@ where
         let format = format.clone();
         // One key: each window's single result, from per-worker partial aggregates.
         let results = words.key_by(|_| ()).window(windows).aggregate(agg.clone());
-        out_sink.write(results, move |_, r, out| format(r, out));
+        out_sink.write(results, |_, _| {}, move |_, r, out| format(r, out));
     })?;
-    sink.flush()?;
+    sink.finish()?;
     ctx.flush()?;
     eprintln!(
         "riffle: {job} done: {} records read, {} results, {} malformed, {} late",
@@ -138,7 +138,7 @@ where
 pub fn run_distinct(args: DistinctArgs) -> Result<()> {
     let input = args.input.open(&None)?;
     let windows = args.windows.windows()?;
-    let (method, json) = (args.method, args.format == FormatArg::Json);
+    let (method, json) = (args.method, output_format(args.format, &args.sink) == FormatArg::Json);
     let name = method.name();
     let format = move |r: &WindowResult<(), u64>, out: &mut Vec<u8>| {
         if json {
@@ -180,7 +180,7 @@ pub fn run_topk(args: TopkArgs) -> Result<()> {
     let windows = args.windows.windows()?;
     let agg = TopK::new(args.k, args.map_size, |w: &CompactString| w.as_str())
         .map_err(|e| Error::Config(format!("--k/--map-size: {e}")))?;
-    let json = args.format == FormatArg::Json;
+    let json = output_format(args.format, &args.sink) == FormatArg::Json;
     let format = move |r: &WindowResult<(), Vec<(String, u64)>>, out: &mut Vec<u8>| {
         if json {
             out.push(b'{');

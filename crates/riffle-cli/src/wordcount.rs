@@ -11,7 +11,7 @@ use riffle_core::window::{SessionWindows, TimeWindows, Window};
 use riffle_core::Result;
 use riffle_runtime::{execute, WindowResult};
 
-use crate::options::{json_str, millis, FixedWindowArgs, FormatArg, ResultSink, SourceArgs};
+use crate::options::{json_str, millis, output_format, FixedWindowArgs, FormatArg, ResultSink, SourceArgs};
 
 /// Arguments of `riffle wordcount`.
 #[derive(clap::Args, Debug, Clone)]
@@ -140,11 +140,11 @@ pub fn run(args: WordcountArgs) -> Result<()> {
         (Some(gap), None) => Windowing::Time(SessionWindows::with_gap_millis(gap)?.into()),
         (None, None) => Windowing::Time(args.windows.windows()?),
     };
-    let sink = ResultSink::new(&args.output, &args.sink, input.restored_epoch)?;
+    let sink = ResultSink::new(&args.output, &args.sink, &input.ctx, &input.exec)?;
     let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
     let late_flush = late_sink.clone();
     let ctx = Arc::clone(&input.ctx);
-    let format = args.format;
+    let format = output_format(args.format, &args.sink);
     let lateness_d = std::time::Duration::from_millis(lateness as u64);
     let windowing = Arc::new(windowing);
     let out_sink = sink.clone();
@@ -177,9 +177,13 @@ pub fn run(args: WordcountArgs) -> Result<()> {
                 }
             },
         };
-        out_sink.write(results, move |_, r, out| format_result(format, r, out));
+        out_sink.write(
+            results,
+            |r, key| key.extend_from_slice(r.key.as_bytes()),
+            move |_, r, out| format_result(format, r, out),
+        );
     })?;
-    sink.flush()?;
+    sink.finish()?;
     ctx.flush()?;
     if let Some(late) = late_flush {
         late.flush()?;

@@ -236,3 +236,127 @@ fn killed_after_a_checkpoint_and_restarted_on_other_workers_the_output_is_exactl
     assert!(String::from_utf8_lossy(&o.stderr).contains("resuming from checkpoint"));
     assert_eq!(committed(&out), expected);
 }
+
+/// Every message of `topic` as (key, value), sorted: reads each partition to its end (with
+/// `read_committed`, to its last stable offset).
+fn read_topic(brokers: &str, topic: &str, isolation: &str) -> Vec<(String, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "riffle-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let (mut out, mut ended) = (Vec::new(), std::collections::HashSet::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ended.len() < partitions {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: partitions not read to the end"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push((
+                String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
+            )),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => panic!("{topic}: {e}"),
+            None => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Asserts `got == want` with a short message (the first difference, not both lists).
+fn assert_same(got: &[(String, String)], want: &[(String, String)], what: &str) {
+    if got != want {
+        let first = got
+            .iter()
+            .zip(want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: {} messages, {} expected; first difference at {first}: got {:?}, expected {:?}",
+            got.len(),
+            want.len(),
+            got.get(first),
+            want.get(first)
+        );
+    }
+}
+
+/// The (word, JSON line) pairs the job's JSON output implies.
+fn keyed(lines: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (v["word"].as_str().expect("word").to_string(), l.clone())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn wordcount_into_kafka_keyed_by_word_equals_the_stdout_job_with_and_without_checkpoints() {
+    let lines = generate(20_000);
+    let mock = cluster_with(&lines);
+    let brokers = mock.bootstrap_servers();
+    mock.create_topic("counts", 3, 1).expect("topic");
+    mock.create_topic("counts-eos", 3, 1).expect("topic");
+    // A group per run: each run commits its offsets to its group.
+    let source = |group: &str| format!("kafka://{brokers}/words?bounded=latest&group.id={group}");
+    let expected = keyed(&sorted_stdout(&job(&source("stdout"), &["-w", "2"])));
+    assert!(expected.len() > 100);
+    // At least once (no checkpoints): no crash, so each result once.
+    let sink = format!("kafka://{brokers}/counts");
+    // `--format text` too: a Kafka sink writes JSON whatever the format.
+    let mut args = job(&source("at-least-once"), &["-w", "2", "--sink", &sink]);
+    args[8] = "text".into();
+    sorted_stdout(&args);
+    assert_same(
+        &read_topic(&brokers, "counts", "read_uncommitted"),
+        &expected,
+        "at least once",
+    );
+    // Transactions committed with checkpoints.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = format!("kafka://{brokers}/counts-eos");
+    let ckpt = dir.path().join("ckpt").display().to_string();
+    sorted_stdout(&job(
+        &source("transactions"),
+        &[
+            "-w",
+            "2",
+            "--sink",
+            &sink,
+            "--checkpoint-dir",
+            &ckpt,
+            "--checkpoint-interval",
+            "50ms",
+        ],
+    ));
+    assert_same(
+        &read_topic(&brokers, "counts-eos", "read_committed"),
+        &expected,
+        "transactions",
+    );
+}

@@ -1,4 +1,5 @@
-//! Kafka: topics as sources of lines (one split per partition) and as sinks of keyed messages,
+//! Kafka: topics as sources of lines (one split per partition) and as sinks of keyed messages
+//! ([`sink`]),
 //! on `rdkafka` (librdkafka, built vendored: a fresh machine needs no system library).
 //!
 //! **Partitions and workers.** A source topic's partitions are the source's splits, spread over
@@ -17,6 +18,10 @@
 //! Each partition has its own consumer (one librdkafka client, assigned one partition): simple
 //! and independent per split, at the price of a client per partition and worker; sharing one
 //! client per worker through partition queues is the next step for topics with many partitions.
+
+pub mod sink;
+
+pub use sink::{KafkaProducer, KafkaSinkSpec, MessageBatch, PendingOutput, TransactionalProducer};
 
 use std::sync::Arc;
 use std::time::Duration;

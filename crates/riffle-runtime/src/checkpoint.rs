@@ -390,6 +390,22 @@ impl CheckpointStore {
         })
     }
 
+    /// The newest complete checkpoint of this run, if any; one at or past `wanted` if there is
+    /// one. Process 0 completes checkpoints; the other processes of a job see its manifests in
+    /// the shared directory, so they look there when what they know is older than `wanted`.
+    pub fn completed_epoch(&self, wanted: u64) -> Option<u64> {
+        let known = self.completion.lock().unwrap_or_else(|p| p.into_inner()).committed;
+        if known.is_some_and(|k| k >= wanted) {
+            return known;
+        }
+        let on_disk = Self::epochs(&self.config.dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| *e >= self.start_epoch && epoch_dir(&self.config.dir, *e).join("MANIFEST").exists())
+            .max();
+        known.max(on_disk)
+    }
+
     /// Registers a sink whose completions decide when checkpoints are complete; returns its id.
     pub(crate) fn register_sink(&self) -> usize {
         let mut c = self.completion.lock().unwrap_or_else(|p| p.into_inner());

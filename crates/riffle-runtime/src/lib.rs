@@ -35,6 +35,7 @@ mod dedup_op;
 mod epoch_op;
 pub mod execute;
 pub mod join_op;
+pub mod kafka_sink;
 pub mod sink;
 pub mod source;
 pub mod stream;
@@ -44,6 +45,7 @@ pub mod window_op;
 pub use context::{Clock, JobContext, ManualClock, MetricsSnapshot, StateGauge, SystemClock};
 pub use execute::{execute, ExecutionConfig};
 pub use join_op::{JoinResult, Joined};
+pub use kafka_sink::KafkaSink;
 pub use stream::{CountWindowedStream, DataStream, KeyedStream, StreamEnv, TextSource, WindowResult, WindowedStream};
 pub use time::Time;
 

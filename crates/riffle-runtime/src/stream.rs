@@ -392,6 +392,20 @@ impl<'s, D: Data> DataStream<'s, D> {
         crate::sink::commit_operator(done, self.ctx, Some(dir));
     }
 
+    /// Writes every record into a Kafka topic as a message keyed by `key` (no key if it writes
+    /// nothing) with the value `value` writes (a trailing newline is dropped): exactly once
+    /// with checkpoints, at least once without (see [`crate::kafka_sink`]). Call
+    /// [`KafkaSink::finish`](crate::KafkaSink::finish) once the job has ended.
+    pub fn write_kafka(
+        self,
+        sink: &crate::KafkaSink,
+        key: impl FnMut(&D, &mut Vec<u8>) + 'static,
+        value: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static,
+    ) {
+        let done = crate::kafka_sink::kafka_sink(self.stream, Arc::clone(&self.ctx), sink.clone(), key, value);
+        crate::sink::commit_operator(done, self.ctx, None);
+    }
+
     /// Prints every record with `Debug` to stdout, one per line.
     pub fn print(self)
     where
