@@ -10,6 +10,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+if ! command -v tansu >/dev/null 2>&1 && [ -z "${TANSU:-}" ]; then
+  echo "the Kafka end-to-end tests need the tansu broker: cargo install tansu --version 0.6.0 --features dynostore,libsql (.ci/run does it)" >&2
+  exit 1
+fi
+
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
 

@@ -222,6 +222,7 @@ fn run_wordcount(args: WordcountBenchArgs) -> Result<()> {
                     step: 1,
                     disorder: 0,
                     timestamps: true,
+                    rate: None,
                 };
                 let f = std::fs::File::create(&tmp).map_err(|source| Error::Io {
                     what: "cannot create",

@@ -60,6 +60,7 @@ pub fn run(args: SketchBenchArgs) -> Result<()> {
         step: 1,
         disorder: 0,
         timestamps: false,
+        rate: None,
     }
     .write_all(&mut text)
     .map_err(|e| Error::Execution(format!("cannot generate words: {e}")))?;

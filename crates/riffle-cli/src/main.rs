@@ -116,6 +116,7 @@ fn main() {
                 step: a.step,
                 disorder: a.disorder,
                 timestamps: true,
+                rate: None,
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());

@@ -31,6 +31,8 @@ pub struct WordGenerator {
     pub disorder: i64,
     /// Whether lines start with a timestamp.
     pub timestamps: bool,
+    /// Lines per second handed out (Flink's `rows-per-second`); unlimited when `None`.
+    pub rate: Option<u64>,
 }
 
 impl Default for WordGenerator {
@@ -44,6 +46,7 @@ impl Default for WordGenerator {
             step: 1,
             disorder: 0,
             timestamps: true,
+            rate: None,
         }
     }
 }
@@ -87,6 +90,7 @@ impl WordGenerator {
                 "step" => g.step = v.parse().map_err(|_| bad())?,
                 "disorder" => g.disorder = v.parse::<i64>().map_err(|_| bad())?.max(0),
                 "timestamps" => g.timestamps = v.parse().map_err(|_| bad())?,
+                "rate" => g.rate = Some(v.parse::<u64>().map_err(|_| bad())?.max(1)),
                 _ => return Err(Error::Config(format!("generator parameter '{k}' is unknown"))),
             }
         }
@@ -136,11 +140,18 @@ pub(crate) struct GeneratedLines {
     origin: Arc<str>,
     gen: WordGenerator,
     next: u64,
+    /// When the first line was handed out, and from which line (for `rate`).
+    started: Option<(std::time::Instant, u64)>,
 }
 
 impl GeneratedLines {
     pub(crate) fn new(origin: Arc<str>, gen: WordGenerator) -> Self {
-        GeneratedLines { origin, gen, next: 0 }
+        GeneratedLines {
+            origin,
+            gen,
+            next: 0,
+            started: None,
+        }
     }
 
     pub(crate) fn seek(&mut self, line_index: u64) {
@@ -164,7 +175,15 @@ impl LineReader for GeneratedLines {
         if self.next >= self.gen.lines {
             return Ok(Poll::Finished);
         }
-        let end = (self.next + max_lines as u64).min(self.gen.lines);
+        let mut end = (self.next + max_lines as u64).min(self.gen.lines);
+        if let Some(rate) = self.gen.rate {
+            let (since, from) = *self.started.get_or_insert((std::time::Instant::now(), self.next));
+            let due = from + (since.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+            end = end.min(due);
+            if end <= self.next {
+                return Ok(Poll::Pending);
+            }
+        }
         let mut chunk = LineChunk {
             first_line: self.next + 1,
             lines: Vec::with_capacity((end - self.next) as usize),

@@ -265,6 +265,7 @@ impl KafkaPartitionSpec {
             next: start,
             end: self.end,
             held: None,
+            warned: None,
         }))
     }
 
@@ -304,6 +305,26 @@ struct KafkaPartitionReader {
     end: Option<i64>,
     /// A message polled after a gap in offsets: it starts the next chunk.
     held: Option<(i64, Vec<u8>)>,
+    /// When a transient error was last reported.
+    warned: Option<std::time::Instant>,
+}
+
+/// Whether a consumer error ends the job: librdkafka's fatal errors and refused authorization;
+/// the others (connections lost, leaders moving, timeouts) pass as librdkafka retries.
+fn is_fatal(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match e {
+        KafkaError::MessageConsumptionFatal(_) => true,
+        KafkaError::MessageConsumption(code) => matches!(
+            code,
+            Code::TopicAuthorizationFailed
+                | Code::GroupAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::SaslAuthenticationFailed
+                | Code::Fatal
+        ),
+        _ => false,
+    }
 }
 
 impl LineReader for KafkaPartitionReader {
@@ -339,7 +360,16 @@ impl LineReader for KafkaPartitionReader {
                     }
                     break;
                 }
-                Err(e) => return Err(Error::Execution(format!("{}: cannot read: {e}", self.origin))),
+                Err(e) if is_fatal(&e) => return Err(Error::Execution(format!("{}: cannot read: {e}", self.origin))),
+                Err(e) => {
+                    // librdkafka reconnects and fetches again by itself (a broker restarting,
+                    // a leader moving): say so, now and then, and keep reading.
+                    if self.warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!("{}: {e} (retrying)", self.origin);
+                        self.warned = Some(std::time::Instant::now());
+                    }
+                    break;
+                }
             };
             let offset = message.offset();
             if offset < self.next {

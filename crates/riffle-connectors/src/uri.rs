@@ -23,7 +23,7 @@ pub enum SourceUri {
 
 impl SourceUri {
     /// Parses `socket://HOST:PORT`, `file://PATH`, `-`, `stdin://` or
-    /// `generate://words?lines=N&words=W&vocabulary=V&seed=S&disorder=MS&step=MS`.
+    /// `generate://words?lines=N&words=W&vocabulary=V&seed=S&disorder=MS&step=MS&rate=LINES_PER_S`.
     pub fn parse(uri: &str) -> Result<SourceUri> {
         if uri == "-" || uri == "stdin://" || uri == "stdin:" {
             return Ok(SourceUri::Stdin);
