@@ -29,6 +29,8 @@ pub enum BenchCommand {
     Join(crate::bench_join::JoinBenchArgs),
     /// Snapshot and restore time of keyed window state of several sizes.
     Checkpoint(crate::bench_checkpoint::CheckpointBenchArgs),
+    /// Messages/s through the Kafka source and sink against a hand-written librdkafka loop.
+    Kafka(crate::bench_kafka::KafkaBenchArgs),
 }
 
 /// Arguments of `riffle bench wordcount`.
@@ -287,5 +289,6 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Sketches(args) => crate::bench_sketch::run(args),
         BenchCommand::Join(args) => crate::bench_join::run(args),
         BenchCommand::Checkpoint(args) => crate::bench_checkpoint::run(args),
+        BenchCommand::Kafka(args) => crate::bench_kafka::run(args),
     }
 }

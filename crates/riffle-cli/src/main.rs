@@ -7,6 +7,7 @@
 mod bench;
 mod bench_checkpoint;
 mod bench_join;
+mod bench_kafka;
 mod bench_sketch;
 mod join;
 mod options;
