@@ -104,7 +104,11 @@ pub fn run(args: KafkaBenchArgs) -> Result<()> {
         "riffle bench kafka: {} messages, {} ({}), {} partitions",
         args.messages,
         brokers,
-        if mock.is_some() { "librdkafka mock cluster in this process" } else { "external broker" },
+        if mock.is_some() {
+            "librdkafka mock cluster in this process"
+        } else {
+            "external broker"
+        },
         args.partitions
     );
     println!("{:<6} {:<26} {:>12} {:>10}", "format", "run", "msgs/s", "vs loop");
@@ -112,7 +116,8 @@ pub fn run(args: KafkaBenchArgs) -> Result<()> {
         let input = format!("riffle-bench-{}", format.name());
         let output = |w: &str| format!("riffle-bench-{}-out-{w}", format.name());
         if let Some(m) = &mock {
-            m.create_topic(&input, args.partitions, 1).map_err(|e| kafka("topic", e))?;
+            m.create_topic(&input, args.partitions, 1)
+                .map_err(|e| kafka("topic", e))?;
             for w in std::iter::once("loop".to_string()).chain(args.workers.iter().map(|w| format!("w{w}"))) {
                 m.create_topic(&output(&w), args.partitions, 1)
                     .map_err(|e| kafka("topic", e))?;
@@ -128,7 +133,12 @@ pub fn run(args: KafkaBenchArgs) -> Result<()> {
         for &w in &args.workers {
             let (secs, got) = riffle_job(&brokers, &input, None, format, w)?;
             check(got, n, "riffle consume")?;
-            row(format, &format!("riffle consume, {w} worker(s)"), n as f64 / secs, Some(consume_loop));
+            row(
+                format,
+                &format!("riffle consume, {w} worker(s)"),
+                n as f64 / secs,
+                Some(consume_loop),
+            );
         }
         let (secs, parsed) = hand_consume(&brokers, &input, format, Some(&output("loop")))?;
         check(parsed, n, "loop pipe")?;
@@ -137,7 +147,12 @@ pub fn run(args: KafkaBenchArgs) -> Result<()> {
         for &w in &args.workers {
             let (secs, got) = riffle_job(&brokers, &input, Some(&output(&format!("w{w}"))), format, w)?;
             check(got, n, "riffle pipe")?;
-            row(format, &format!("riffle pipe, {w} worker(s)"), n as f64 / secs, Some(pipe_loop));
+            row(
+                format,
+                &format!("riffle pipe, {w} worker(s)"),
+                n as f64 / secs,
+                Some(pipe_loop),
+            );
         }
     }
     Ok(())
@@ -152,7 +167,9 @@ fn check(got: u64, want: u64, what: &str) -> Result<()> {
     if got == want {
         Ok(())
     } else {
-        Err(Error::Execution(format!("bench kafka: {what} saw {got} messages of {want}")))
+        Err(Error::Execution(format!(
+            "bench kafka: {what} saw {got} messages of {want}"
+        )))
     }
 }
 
@@ -191,10 +208,14 @@ fn hand_produce(brokers: &str, topic: &str, partitions: i32, format: Format, gen
         format.message(gen, i, &mut buf);
         send(
             &producer,
-            BaseRecord::to(topic).partition((i % partitions as u64) as i32).payload(&buf[..]),
+            BaseRecord::to(topic)
+                .partition((i % partitions as u64) as i32)
+                .payload(&buf[..]),
         )?;
     }
-    producer.flush(Duration::from_secs(120)).map_err(|e| kafka("flush", e))?;
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(|e| kafka("flush", e))?;
     Ok(start.elapsed().as_secs_f64())
 }
 
@@ -247,7 +268,9 @@ fn hand_consume(brokers: &str, topic: &str, format: Format, pipe: Option<&str>) 
                     Some(Ok(m)) => {
                         idle = false;
                         let payload = m.payload().unwrap_or_default();
-                        let Ok(text) = std::str::from_utf8(payload) else { continue };
+                        let Ok(text) = std::str::from_utf8(payload) else {
+                            continue;
+                        };
                         key.clear();
                         if format == Format::Json {
                             match json.parse(text) {
@@ -304,7 +327,9 @@ fn riffle_job(brokers: &str, topic: &str, pipe: Option<&str>, format: Format, wo
             Format::Text => {
                 let lines = env.text(source);
                 match &job_sink {
-                    Some(sink) => lines.write_kafka(sink, |_, _| {}, |_, line, out| out.extend_from_slice(line.as_bytes())),
+                    Some(sink) => {
+                        lines.write_kafka(sink, |_, _| {}, |_, line, out| out.extend_from_slice(line.as_bytes()))
+                    }
                     None => lines.for_each(move |_, _| {
                         counted.fetch_add(1, Ordering::Relaxed);
                     }),

@@ -73,12 +73,33 @@ pub enum FormatArg {
     Json,
 }
 
+/// How the lines of a text job's input are read.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// Plain text; in event time each line starts with its unix milliseconds.
+    Text,
+    /// One JSON object per line (or per Kafka message): the text in --text-field, the event
+    /// time in --time-field (unix milliseconds or an RFC 3339 string).
+    Json,
+}
+
 /// Where a job's text comes from and how its time is read (shared by the text jobs).
 #[derive(clap::Args, Debug, Clone)]
 pub struct SourceArgs {
-    /// Input: socket://HOST:PORT, file://PATH (a file or a folder), - (stdin), generate://words?...
+    /// Input: socket://HOST:PORT, file://PATH (a file or a folder), - (stdin),
+    /// kafka://HOST:PORT/TOPIC?group.id=G&auto.offset.reset=earliest|latest[&bounded=latest],
+    /// generate://words?...
     #[arg(long)]
     pub source: String,
+    /// How input lines are read.
+    #[arg(long, value_enum, default_value_t = InputFormat::Text)]
+    pub input_format: InputFormat,
+    /// JSON input: the field holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// JSON input in event time: the field holding the event time.
+    #[arg(long, default_value = "ts")]
+    pub time_field: String,
     /// Time characteristic.
     #[arg(long, value_enum, default_value_t = TimeArg::Processing)]
     pub time: TimeArg,
@@ -203,9 +224,22 @@ pub struct TextInput {
     pub ctx: std::sync::Arc<riffle_runtime::JobContext>,
     /// Lines per chunk.
     pub chunk_lines: usize,
+    /// JSON input: where the text and the time are.
+    pub json: Option<riffle_connectors::json::JsonTextFormat>,
 }
 
 impl TextInput {
+    /// The job's lines (their text, from JSON objects with `--input-format json`).
+    pub fn lines<'s>(&self, env: &mut riffle_runtime::StreamEnv<'s>) -> riffle_runtime::DataStream<'s, String> {
+        match &self.json {
+            None => env.text(self.text_source()),
+            Some(json) => {
+                let json = json.clone();
+                env.text_records(self.text_source(), std::rc::Rc::new(move |line: &str| json.parse(line)))
+            }
+        }
+    }
+
     /// The text source to build on each worker.
     pub fn text_source(&self) -> riffle_runtime::TextSource {
         let source = riffle_runtime::TextSource::new(self.splits.clone()).chunk_lines(self.chunk_lines);
@@ -264,6 +298,10 @@ impl SourceArgs {
             strategy,
             ctx: std::sync::Arc::new(ctx),
             chunk_lines: self.chunk_lines,
+            json: (self.input_format == InputFormat::Json).then(|| {
+                let time = (self.time == TimeArg::Event).then_some(self.time_field.as_str());
+                riffle_connectors::json::JsonTextFormat::new(&self.text_field, time)
+            }),
         })
     }
 }

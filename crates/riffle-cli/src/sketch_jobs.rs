@@ -119,7 +119,7 @@ where
     let ctx = Arc::clone(&input.ctx);
     let exec = input.exec.clone();
     let metrics = execute(exec, Arc::clone(&ctx), move |env| {
-        let words = env.text(input.text_source()).flat_map(words);
+        let words = input.lines(env).flat_map(words);
         let format = format.clone();
         // One key: each window's single result, from per-worker partial aggregates.
         let results = words.key_by(|_| ()).window(windows).aggregate(agg.clone());

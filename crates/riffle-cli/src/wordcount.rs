@@ -150,10 +150,7 @@ pub fn run(args: WordcountArgs) -> Result<()> {
     let out_sink = sink.clone();
     let exec = input.exec.clone();
     let metrics = execute(exec, Arc::clone(&ctx), move |env| {
-        let keyed = env
-            .text(input.text_source())
-            .flat_map(words)
-            .key_by(|w: &CompactString| w.clone());
+        let keyed = input.lines(env).flat_map(words).key_by(|w: &CompactString| w.clone());
         let results = match &*windowing {
             Windowing::Time(w) => {
                 let (results, late) = keyed

@@ -360,3 +360,43 @@ fn wordcount_into_kafka_keyed_by_word_equals_the_stdout_job_with_and_without_che
         "transactions",
     );
 }
+
+#[test]
+fn json_messages_give_the_same_counts_as_the_text_lines() {
+    let lines = generate(5_000);
+    let text = cluster_with(&lines);
+    let expected = sorted_stdout(&job(
+        &format!("kafka://{}/words?bounded=latest", text.bootstrap_servers()),
+        &["-w", "2"],
+    ));
+    // The same lines as JSON objects, fields in either order.
+    let json: Vec<Vec<u8>> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = String::from_utf8(l.clone()).expect("utf-8");
+            let (ts, words) = l.split_once(' ').expect("timestamped line");
+            let (ts, words) = (ts.parse::<i64>().expect("ts"), serde_json::json!(words));
+            if i % 2 == 0 {
+                format!(r#"{{"at":{ts},"body":{words}}}"#).into_bytes()
+            } else {
+                format!(r#"{{"body":{words},"at":{ts}}}"#).into_bytes()
+            }
+        })
+        .collect();
+    let mock = cluster_with(&json);
+    let got = sorted_stdout(&job(
+        &format!("kafka://{}/words?bounded=latest", mock.bootstrap_servers()),
+        &[
+            "-w",
+            "2",
+            "--input-format",
+            "json",
+            "--text-field",
+            "body",
+            "--time-field",
+            "at",
+        ],
+    ));
+    assert_eq!(got, expected);
+}

@@ -130,6 +130,56 @@ impl JsonRecordFormat {
 }
 
 /// Unix milliseconds (an integer) or an RFC 3339 date-time string.
+/// Where the text and the event time of a JSON line are, for the text jobs (word count,
+/// distinct, top-k) reading JSON messages.
+///
+/// ```
+/// use riffle_connectors::json::JsonTextFormat;
+/// let f = JsonTextFormat::new("text", Some("ts"));
+/// assert_eq!(f.parse(r#"{"ts": 5, "text": "a b"}"#), Ok((5, "a b".to_string())));
+/// assert!(f.parse(r#"{"ts": 5, "text": 3}"#).unwrap_err().contains("'text'"));
+/// assert_eq!(JsonTextFormat::new("text", None).parse(r#"{"text": "a"}"#), Ok((0, "a".to_string())));
+/// ```
+#[derive(Clone, Debug)]
+pub struct JsonTextFormat {
+    text_field: String,
+    time_field: Option<String>,
+}
+
+impl JsonTextFormat {
+    /// Text from `text_field`; event time from `time_field` (none in processing time).
+    pub fn new(text_field: &str, time_field: Option<&str>) -> Self {
+        JsonTextFormat {
+            text_field: text_field.to_string(),
+            time_field: time_field.map(str::to_string),
+        }
+    }
+
+    /// Parses one line: (event time, text); the time is 0 without a time field.
+    pub fn parse(&self, line: &str) -> Result<(EventTime, String), String> {
+        let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+        let Value::Object(mut map) = value else {
+            return Err(format!("expected a JSON object, got {}", kind(&value)));
+        };
+        let ts = match &self.time_field {
+            None => 0,
+            Some(field) => match map.get(field) {
+                None => return Err(format!("time field '{field}' is missing")),
+                Some(v) => parse_time(v).map_err(|e| format!("time field '{field}': {e}"))?,
+            },
+        };
+        match map.remove(&self.text_field) {
+            Some(Value::String(s)) => Ok((ts, s)),
+            None => Err(format!("text field '{}' is missing", self.text_field)),
+            Some(other) => Err(format!(
+                "text field '{}': expected a string, got {}",
+                self.text_field,
+                kind(&other)
+            )),
+        }
+    }
+}
+
 fn parse_time(v: &Value) -> Result<EventTime, String> {
     match v {
         Value::Number(n) => n
