@@ -400,3 +400,72 @@ fn json_messages_give_the_same_counts_as_the_text_lines() {
     ));
     assert_eq!(got, expected);
 }
+
+/// The lines `child` prints within `wait` (then it is killed).
+fn lines_within(mut child: std::process::Child, wait: Duration) -> Vec<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + wait;
+    let mut lines = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn an_idle_partition_holds_the_watermark_back_only_until_the_idle_timeout() {
+    // Partition 0 gets 20 s of event time; partition 1 stays empty; the source is unbounded.
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("words", 2, 1).expect("topic");
+    let producer: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .expect("producer");
+    for i in 0..200i64 {
+        let line = format!("{} w{}", 1_700_000_000_000 + i * 100, i % 3);
+        producer
+            .send(BaseRecord::<(), str>::to("words").partition(0).payload(&line))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let start = |group: &str, extra: &[&str]| {
+        riffle()
+            .args(job(
+                &format!("kafka://{}/words?group.id={group}", mock.bootstrap_servers()),
+                extra,
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("riffle starts")
+    };
+    // Without an idle timeout the empty partition's watermark stays at its start: no window closes.
+    let held = lines_within(start("held", &[]), Duration::from_secs(3));
+    assert!(held.is_empty(), "windows closed with an idle partition: {held:?}");
+    // With one, the idle partition stops counting and the windows up to partition 0's
+    // watermark (19.9 s - 1 s of disorder) close: [0, 2) … [16, 18).
+    let closed = lines_within(start("idle", &["--idle-timeout", "300ms"]), Duration::from_secs(10));
+    let windows: std::collections::BTreeSet<i64> = closed
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["window_start"].as_i64().expect("window_start") - 1_700_000_000_000
+        })
+        .collect();
+    assert_eq!(windows, (0..9).map(|i| i * 2_000).collect(), "{closed:?}");
+}

@@ -456,12 +456,18 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                             }
                         }
                     }
-                    splits
-                        .iter()
-                        .filter(|s| !s.idle)
-                        .map(|s| s.watermark.current())
-                        .min()
-                        .unwrap_or(WATERMARK_MIN)
+                    // Idle splits do not hold the watermark back. When every split of this
+                    // worker is idle, the one that got furthest sets it: an idle split's
+                    // watermark stays valid until it has data again (a split that never had
+                    // any would otherwise hold the job at its start forever).
+                    let active = splits.iter().filter(|s| !s.idle).map(|s| s.watermark.current()).min();
+                    active.unwrap_or_else(|| {
+                        splits
+                            .iter()
+                            .map(|s| s.watermark.current())
+                            .max()
+                            .unwrap_or(WATERMARK_MIN)
+                    })
                 }
             };
             if target > c.time().watermark {
