@@ -8,6 +8,9 @@
 //! than to the reported end; it has no EndTxn, so the transactional sink cannot commit against
 //! it (the mock-cluster tests cover that path; see docs/architecture.md).
 
+mod common;
+use common::{assert_same, generate, keyed, riffle};
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,10 +20,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
-
-fn riffle() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-}
 
 fn tansu() -> PathBuf {
     if let Some(path) = std::env::var_os("TANSU") {
@@ -188,28 +187,6 @@ impl Drop for Broker {
     }
 }
 
-/// Event-time lines from `riffle generate`.
-fn generate(lines: u64) -> Vec<Vec<u8>> {
-    let out = riffle()
-        .args([
-            "generate",
-            "words",
-            "--lines",
-            &lines.to_string(),
-            "--words-per-line",
-            "3",
-        ])
-        .args(["--vocabulary", "300", "--step", "1", "--disorder", "200"])
-        .output()
-        .expect("riffle generate");
-    assert!(out.status.success());
-    out.stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
 const JOB: [&str; 9] = [
     "wordcount",
     "--time",
@@ -246,35 +223,6 @@ fn file_job(lines: &[Vec<u8>], dir: &Path) -> Vec<String> {
     run(&["--source".into(), format!("file://{}", file.display())])
 }
 
-fn keyed(lines: &[String]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = lines
-        .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            (v["word"].as_str().expect("word").to_string(), l.clone())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn same(got: &[(String, String)], want: &[(String, String)], what: &str) {
-    if got != want {
-        let first = got
-            .iter()
-            .zip(want)
-            .position(|(g, w)| g != w)
-            .unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{what}: {} messages, {} expected; first difference at {first}: got {:?}, expected {:?}",
-            got.len(),
-            want.len(),
-            got.get(first),
-            want.get(first)
-        );
-    }
-}
-
 #[test]
 fn wordcount_from_a_broker_into_a_broker_equals_the_file_job_on_1_and_2_workers() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -296,7 +244,7 @@ fn wordcount_from_a_broker_into_a_broker_equals_the_file_job_on_1_and_2_workers(
             workers.into(),
         ]);
         assert!(stdout.is_empty());
-        same(
+        assert_same(
             &broker.read(&out, expected.len()),
             &keyed(&expected),
             &format!("{workers} workers"),

@@ -4,8 +4,11 @@
 //! malformed messages are reported with partition and offset; a run killed after a checkpoint
 //! and restarted commits exactly the uninterrupted output.
 
+mod common;
+use common::{assert_same, generate, keyed, riffle};
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
@@ -13,33 +16,6 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::ClientConfig;
 
 const PARTITIONS: i32 = 4;
-
-fn riffle() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-}
-
-/// Event-time lines from `riffle generate` (disorder below the job's out-of-orderness, so no
-/// record is late whatever the partitioning).
-fn generate(lines: u64) -> Vec<Vec<u8>> {
-    let out = riffle()
-        .args([
-            "generate",
-            "words",
-            "--lines",
-            &lines.to_string(),
-            "--words-per-line",
-            "3",
-        ])
-        .args(["--vocabulary", "300", "--step", "1", "--disorder", "200"])
-        .output()
-        .expect("riffle generate");
-    assert!(out.status.success());
-    out.stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
 
 /// A mock cluster with topic `words`, line `i` in partition `i % PARTITIONS`.
 fn cluster_with(lines: &[Vec<u8>]) -> MockCluster<'static, DefaultProducerContext> {
@@ -280,37 +256,6 @@ fn read_topic(brokers: &str, topic: &str, isolation: &str) -> Vec<(String, Strin
             None => {}
         }
     }
-    out.sort();
-    out
-}
-
-/// Asserts `got == want` with a short message (the first difference, not both lists).
-fn assert_same(got: &[(String, String)], want: &[(String, String)], what: &str) {
-    if got != want {
-        let first = got
-            .iter()
-            .zip(want)
-            .position(|(g, w)| g != w)
-            .unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{what}: {} messages, {} expected; first difference at {first}: got {:?}, expected {:?}",
-            got.len(),
-            want.len(),
-            got.get(first),
-            want.get(first)
-        );
-    }
-}
-
-/// The (word, JSON line) pairs the job's JSON output implies.
-fn keyed(lines: &[String]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = lines
-        .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            (v["word"].as_str().expect("word").to_string(), l.clone())
-        })
-        .collect();
     out.sort();
     out
 }

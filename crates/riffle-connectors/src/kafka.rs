@@ -61,6 +61,41 @@ pub struct KafkaUri {
 }
 
 impl KafkaUri {
+    /// A builder: brokers (`HOST:PORT[,…]`) and topic, then librdkafka properties by their own
+    /// names with [`set`](Self::set).
+    ///
+    /// ```
+    /// use riffle_connectors::kafka::KafkaUri;
+    /// use riffle_connectors::SourceUri;
+    /// let uri = KafkaUri::new("127.0.0.1:9092", "words")
+    ///     .set("group.id", "wc")
+    ///     .set("auto.offset.reset", "latest")
+    ///     .bounded_latest();
+    /// assert_eq!(uri, KafkaUri::parse("kafka://127.0.0.1:9092/words?group.id=wc&auto.offset.reset=latest&bounded=latest").unwrap());
+    /// let source = SourceUri::kafka(uri).unwrap(); // .splits() asks the brokers for the partitions
+    /// # let _ = source;
+    /// ```
+    pub fn new(brokers: &str, topic: &str) -> KafkaUri {
+        KafkaUri {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            properties: Vec::new(),
+            bounded_latest: false,
+        }
+    }
+
+    /// Sets a librdkafka property (`group.id`, `auto.offset.reset`, `security.protocol`, …).
+    pub fn set(mut self, key: &str, value: &str) -> KafkaUri {
+        self.properties.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Stops the source at the offsets that were the latest when the job started.
+    pub fn bounded_latest(mut self) -> KafkaUri {
+        self.bounded_latest = true;
+        self
+    }
+
     /// Parses `kafka://HOST:PORT[,HOST:PORT…]/TOPIC[?key=value&…]`. `bounded=latest` is
     /// Riffle's; every other key is a librdkafka property, passed on as it is.
     pub fn parse(uri: &str) -> Result<KafkaUri> {

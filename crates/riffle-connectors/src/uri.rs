@@ -22,7 +22,13 @@ pub enum SourceUri {
 }
 
 impl SourceUri {
-    /// Parses `socket://HOST:PORT`, `file://PATH`, `-`, `stdin://` or
+    /// A Kafka topic (see [`KafkaUri::new`](crate::kafka::KafkaUri::new) for the builder).
+    pub fn kafka(uri: crate::kafka::KafkaUri) -> Result<SourceUri> {
+        let spec = crate::kafka::KafkaSourceSpec::new(uri)?;
+        Ok(SourceUri::Kafka(std::sync::Arc::new(spec)))
+    }
+
+    /// Parses `socket://HOST:PORT`, `file://PATH`, `-`, `stdin://`, `kafka://HOST:PORT/TOPIC?…` or
     /// `generate://words?lines=N&words=W&vocabulary=V&seed=S&disorder=MS&step=MS&rate=LINES_PER_S`.
     pub fn parse(uri: &str) -> Result<SourceUri> {
         if uri == "-" || uri == "stdin://" || uri == "stdin:" {
@@ -44,8 +50,7 @@ impl SourceUri {
             return WordGenerator::parse(spec).map(SourceUri::Generator);
         }
         if uri.starts_with("kafka://") {
-            let spec = crate::kafka::KafkaSourceSpec::new(crate::kafka::KafkaUri::parse(uri)?)?;
-            return Ok(SourceUri::Kafka(std::sync::Arc::new(spec)));
+            return SourceUri::kafka(crate::kafka::KafkaUri::parse(uri)?);
         }
         Err(Error::Config(format!(
             "source '{uri}': unknown scheme (use socket://HOST:PORT, file://PATH, - for stdin, kafka://HOST:PORT/TOPIC, or generate://words?...)"

@@ -171,12 +171,7 @@ pub(crate) fn kafka_sink<'s, D: crate::stream::Data>(
                     }
                 }
             } else if let Some(store) = &store {
-                let open = frontier
-                    .frontier()
-                    .iter()
-                    .map(|t| t.epoch.max(first_epoch))
-                    .min()
-                    .unwrap_or(u64::MAX);
+                let open = crate::sink::open_epoch(frontier.frontier(), first_epoch);
                 let closed: Vec<u64> = buffers.range(..open).map(|(e, _)| *e).collect();
                 for epoch in closed {
                     let Some(batch) = buffers.remove(&epoch) else { continue };

@@ -129,6 +129,16 @@ fn commit_upto(dir: &Path, upto: u64) -> Result<()> {
     Ok(())
 }
 
+/// The oldest epoch a sink may still receive results of (`u64::MAX` at the end): results of a
+/// resumed run belong to its epochs, from `first_epoch` on.
+pub(crate) fn open_epoch(frontier: timely::progress::frontier::AntichainRef<'_, Time>, first_epoch: u64) -> u64 {
+    frontier
+        .iter()
+        .map(|t| t.epoch.max(first_epoch))
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
 /// The exactly-once file sink; returns its completion stream for [`commit_operator`].
 pub(crate) fn committed_file_sink<'s, D: crate::stream::Data>(
     stream: Stream<'s, Time, Vec<(EventTime, D)>>,
@@ -183,12 +193,7 @@ pub(crate) fn committed_file_sink<'s, D: crate::stream::Data>(
                     }
                 }
             });
-            let open = frontier
-                .frontier()
-                .iter()
-                .map(|t| t.epoch.max(first_epoch))
-                .min()
-                .unwrap_or(u64::MAX);
+            let open = open_epoch(frontier.frontier(), first_epoch);
             // Pre-commit every epoch the frontier has passed: write, sync, close.
             let closed: Vec<u64> = buffers
                 .keys()

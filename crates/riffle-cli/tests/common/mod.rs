@@ -1,0 +1,62 @@
+//! Helpers shared by the Kafka tests: the riffle binary, generated input, keyed comparisons.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::process::Command;
+
+/// The riffle binary under test.
+pub fn riffle() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_riffle"))
+}
+
+/// Event-time lines from `riffle generate` (disorder below the job's out-of-orderness, so no
+/// record is late whatever the partitioning).
+pub fn generate(lines: u64) -> Vec<Vec<u8>> {
+    let out = riffle()
+        .args([
+            "generate",
+            "words",
+            "--lines",
+            &lines.to_string(),
+            "--words-per-line",
+            "3",
+        ])
+        .args(["--vocabulary", "300", "--step", "1", "--disorder", "200"])
+        .output()
+        .expect("riffle generate");
+    assert!(out.status.success());
+    out.stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Asserts `got == want` with a short message (the first difference, not both lists).
+pub fn assert_same(got: &[(String, String)], want: &[(String, String)], what: &str) {
+    if got != want {
+        let first = got
+            .iter()
+            .zip(want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: {} messages, {} expected; first difference at {first}: got {:?}, expected {:?}",
+            got.len(),
+            want.len(),
+            got.get(first),
+            want.get(first)
+        );
+    }
+}
+
+pub fn keyed(lines: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (v["word"].as_str().expect("word").to_string(), l.clone())
+        })
+        .collect();
+    out.sort();
+    out
+}
