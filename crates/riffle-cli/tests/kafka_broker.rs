@@ -139,45 +139,52 @@ impl Broker {
     /// The first `n` messages of `topic` as (key, value), sorted; fails if fewer arrive, or if
     /// more than `n` are there.
     fn read(&self, topic: &str, n: usize) -> Vec<(String, String)> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("group.id", "riffle-test-reader")
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .expect("consumer");
-        consumer.subscribe(&[topic]).expect("subscribe");
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut quiet_since = None;
-        loop {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    out.push((
-                        String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
-                        String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
-                    ));
-                    quiet_since = None;
-                }
-                Some(Err(e)) => eprintln!("{topic}: {e}"),
-                None if out.len() >= n => {
-                    // All arrived: wait a little for any extra.
-                    let since = *quiet_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(1) {
-                        break;
-                    }
-                }
-                None => {}
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{topic}: {} of {n} messages arrived",
-                out.len()
-            );
-        }
-        out.sort();
-        out
+        read_topic(&self.brokers(), topic, n, "read_uncommitted")
     }
+}
+
+/// The first `n` messages of `topic` as (key, value), sorted; fails if fewer arrive, or if more
+/// than `n` are there.
+fn read_topic(brokers: &str, topic: &str, n: usize, isolation: &str) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("isolation.level", isolation)
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "riffle-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet_since = None;
+    loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                out.push((
+                    String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
+                ));
+                quiet_since = None;
+            }
+            Some(Err(e)) => eprintln!("{topic}: {e}"),
+            None if out.len() >= n => {
+                // All arrived: wait a little for any extra.
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+            }
+            None => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {} of {n} messages arrived",
+            out.len()
+        );
+    }
+    out.sort();
+    out
 }
 
 impl Drop for Broker {
@@ -290,4 +297,44 @@ fn a_broker_restart_mid_stream_loses_nothing() {
         missing.first()
     );
     eprintln!("{} results, {} messages", expected.len(), got.len());
+}
+
+/// Needs a broker with transactions (Apache Kafka, Redpanda): tansu 0.6 has no EndTxn and the
+/// mock cluster neither writes commit markers nor keeps transactional offsets. Run with
+/// `RIFFLE_TXN_BROKERS=HOST:PORT cargo test -p riffle-cli --test kafka_broker -- --ignored`;
+/// the topic `riffle-eos-<pid>` is created with 3 partitions if the broker auto-creates topics.
+#[test]
+#[ignore = "needs a Kafka broker with transactions: set RIFFLE_TXN_BROKERS and pass --ignored"]
+fn killed_mid_stream_and_restarted_the_transactional_sink_holds_each_result_once() {
+    let brokers = std::env::var("RIFFLE_TXN_BROKERS").expect("RIFFLE_TXN_BROKERS=HOST:PORT");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = format!("riffle-eos-{}", std::process::id());
+    let source = "generate://words?lines=20000&words=3&vocabulary=300&step=1&disorder=200";
+    let expected = keyed(&run(&["--source".into(), source.into()]));
+    let ckpt = dir.path().join("ckpt").display().to_string();
+    let sink = format!("kafka://{brokers}/{topic}");
+    let start = |workers: &str, rate: &str| {
+        riffle()
+            .args(JOB)
+            .args(["--source", &format!("{source}{rate}"), "-w", workers, "--sink", &sink])
+            .args(["--checkpoint-dir", &ckpt, "--checkpoint-interval", "200ms"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("riffle starts")
+    };
+    // Killed twice mid-stream (while transactions are being published), then run to the end.
+    for workers in ["2", "3"] {
+        let mut child = start(workers, "&rate=5000");
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = start("1", "").wait_with_output().expect("riffle ends");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same(
+        &read_topic(&brokers, &topic, expected.len(), "read_committed"),
+        &expected,
+        "read_committed after two kills",
+    );
 }
