@@ -374,6 +374,7 @@ fn lines_within(mut child: std::process::Child, wait: Duration) -> Vec<String> {
 #[test]
 fn an_idle_partition_holds_the_watermark_back_only_until_the_idle_timeout() {
     // Partition 0 gets 20 s of event time; partition 1 stays empty; the source is unbounded.
+    // On 2 workers, worker 1 reads only the empty partition.
     let mock = MockCluster::new(1).expect("mock cluster");
     mock.create_topic("words", 2, 1).expect("topic");
     let producer: ThreadedProducer<_> = ClientConfig::new()
@@ -400,11 +401,14 @@ fn an_idle_partition_holds_the_watermark_back_only_until_the_idle_timeout() {
             .expect("riffle starts")
     };
     // Without an idle timeout the empty partition's watermark stays at its start: no window closes.
-    let held = lines_within(start("held", &[]), Duration::from_secs(3));
+    let held = lines_within(start("held", &["-w", "2"]), Duration::from_secs(3));
     assert!(held.is_empty(), "windows closed with an idle partition: {held:?}");
     // With one, the idle partition stops counting and the windows up to partition 0's
     // watermark (19.9 s - 1 s of disorder) close: [0, 2) … [16, 18).
-    let closed = lines_within(start("idle", &["--idle-timeout", "300ms"]), Duration::from_secs(10));
+    let closed = lines_within(
+        start("idle", &["--idle-timeout", "300ms", "-w", "2"]),
+        Duration::from_secs(4),
+    );
     let windows: std::collections::BTreeSet<i64> = closed
         .iter()
         .map(|l| {

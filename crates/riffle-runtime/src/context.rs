@@ -92,6 +92,9 @@ pub struct JobContext {
     dead_letter: Option<riffle_connectors::LineSink>,
     state: Mutex<std::collections::BTreeMap<String, Arc<StateGauge>>>,
     checkpoints: Option<Arc<crate::checkpoint::CheckpointStore>>,
+    /// Per source operator: the highest watermark a worker of this process with active splits
+    /// has reached (see `source::split_source` on idleness).
+    source_watermarks: Mutex<std::collections::BTreeMap<String, Arc<std::sync::atomic::AtomicI64>>>,
 }
 
 /// The state size of one stateful operator, in rows, summed over this process's workers:
@@ -151,7 +154,18 @@ impl JobContext {
             dead_letter: None,
             state: Mutex::new(std::collections::BTreeMap::new()),
             checkpoints: None,
+            source_watermarks: Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// The watermark that the workers of this process with active splits of source `name`
+    /// have reached (the highest of them), shared by those workers.
+    pub(crate) fn source_watermark(&self, name: &str) -> Arc<std::sync::atomic::AtomicI64> {
+        let mut map = self.source_watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            map.entry(name.to_string())
+                .or_insert_with(|| Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN))),
+        )
     }
 
     /// Takes consistent checkpoints into `store` (and restores from it: the store has already

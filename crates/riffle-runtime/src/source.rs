@@ -4,7 +4,8 @@
 //! own [`WatermarkGenerator`]; the chunk it hands out is stamped with the split's watermark
 //! *before* the chunk, and the worker's capability is the least watermark over its active
 //! splits. A split idle for longer than the strategy's idle timeout stops holding its
-//! worker's watermark back until it produces data again. When all of a worker's splits have
+//! worker's watermark back until it produces data again; a worker all of whose splits are idle
+//! follows the workers of its process that have active ones. When all of a worker's splits have
 //! ended the worker drops its capability; when every worker has, the input has ended and
 //! every open window fires.
 //!
@@ -301,6 +302,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
         TimeMode::Processing => WatermarkStrategy::monotonous(),
     };
     let op_name = crate::checkpoint::stateful_name(name);
+    let shared_watermark = ctx.source_watermark(&op_name);
     source::<_, CapacityContainerBuilder<Vec<(EventTime, D)>>, _, _>(scope, name, move |capability, info| {
         let activator = scope.activator_for(Rc::clone(&info.address));
         let now = ctx.clock().now_millis();
@@ -457,17 +459,23 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                         }
                     }
                     // Idle splits do not hold the watermark back. When every split of this
-                    // worker is idle, the one that got furthest sets it: an idle split's
-                    // watermark stays valid until it has data again (a split that never had
-                    // any would otherwise hold the job at its start forever).
+                    // worker is idle, the worker follows the furthest of its own splits and
+                    // of the workers of this process that have active ones: an idle split's
+                    // watermark stays valid until it has data again, and a worker whose splits
+                    // never had any would otherwise hold the job at its start forever.
                     let active = splits.iter().filter(|s| !s.idle).map(|s| s.watermark.current()).min();
-                    active.unwrap_or_else(|| {
-                        splits
+                    match active {
+                        Some(w) => {
+                            shared_watermark.fetch_max(w, std::sync::atomic::Ordering::Relaxed);
+                            w
+                        }
+                        None => splits
                             .iter()
                             .map(|s| s.watermark.current())
                             .max()
                             .unwrap_or(WATERMARK_MIN)
-                    })
+                            .max(shared_watermark.load(std::sync::atomic::Ordering::Relaxed)),
+                    }
                 }
             };
             if target > c.time().watermark {
