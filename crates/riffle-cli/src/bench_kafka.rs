@@ -43,6 +43,10 @@ pub struct KafkaBenchArgs {
     /// Worker counts to run, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
+    /// Repetitions of each consume and pipe run; the best is reported (the mock cluster shares
+    /// the cores, so single runs are noisy).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
