@@ -93,14 +93,8 @@ impl JsonRecordFormat {
 
     /// Parses one line.
     pub fn parse(&self, line: &str) -> Result<(EventTime, JsonRecord), String> {
-        let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-        let Value::Object(map) = value else {
-            return Err(format!("expected a JSON object, got {}", kind(&value)));
-        };
-        let ts = match map.get(&self.time_field) {
-            None => return Err(format!("time field '{}' is missing", self.time_field)),
-            Some(v) => parse_time(v).map_err(|e| format!("time field '{}': {e}", self.time_field))?,
-        };
+        let map = parse_object(line)?;
+        let ts = time_field(&map, &self.time_field)?;
         let key = match map.get(&self.key_field) {
             None => return Err(format!("key field '{}' is missing", self.key_field)),
             Some(Value::String(s)) => JsonKey::Str(s.clone()),
@@ -129,7 +123,6 @@ impl JsonRecordFormat {
     }
 }
 
-/// Unix milliseconds (an integer) or an RFC 3339 date-time string.
 /// Where the text and the event time of a JSON line are, for the text jobs (word count,
 /// distinct, top-k) reading JSON messages.
 ///
@@ -157,16 +150,10 @@ impl JsonTextFormat {
 
     /// Parses one line: (event time, text); the time is 0 without a time field.
     pub fn parse(&self, line: &str) -> Result<(EventTime, String), String> {
-        let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-        let Value::Object(mut map) = value else {
-            return Err(format!("expected a JSON object, got {}", kind(&value)));
-        };
+        let mut map = parse_object(line)?;
         let ts = match &self.time_field {
             None => 0,
-            Some(field) => match map.get(field) {
-                None => return Err(format!("time field '{field}' is missing")),
-                Some(v) => parse_time(v).map_err(|e| format!("time field '{field}': {e}"))?,
-            },
+            Some(field) => time_field(&map, field)?,
         };
         match map.remove(&self.text_field) {
             Some(Value::String(s)) => Ok((ts, s)),
@@ -180,6 +167,23 @@ impl JsonTextFormat {
     }
 }
 
+/// One line as a JSON object.
+fn parse_object(line: &str) -> Result<serde_json::Map<String, Value>, String> {
+    match serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))? {
+        Value::Object(map) => Ok(map),
+        other => Err(format!("expected a JSON object, got {}", kind(&other))),
+    }
+}
+
+/// The event time in field `field` of `map`.
+fn time_field(map: &serde_json::Map<String, Value>, field: &str) -> Result<EventTime, String> {
+    match map.get(field) {
+        None => Err(format!("time field '{field}' is missing")),
+        Some(v) => parse_time(v).map_err(|e| format!("time field '{field}': {e}")),
+    }
+}
+
+/// Unix milliseconds (an integer) or an RFC 3339 date-time string.
 fn parse_time(v: &Value) -> Result<EventTime, String> {
     match v {
         Value::Number(n) => n
