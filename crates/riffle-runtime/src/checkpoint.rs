@@ -391,11 +391,16 @@ impl CheckpointStore {
     }
 
     /// The newest complete checkpoint of this run, if any; one at or past `wanted` if there is
-    /// one. Process 0 completes checkpoints; the other processes of a job see its manifests in
-    /// the shared directory, so they look there when what they know is older than `wanted`.
+    /// one. Process 0 completes checkpoints (its worker 0 registers the sinks); the other
+    /// processes of a job see its manifests in the shared directory, so they look there when
+    /// what they know is older than `wanted`.
     pub fn completed_epoch(&self, wanted: u64) -> Option<u64> {
-        let known = self.completion.lock().unwrap_or_else(|p| p.into_inner()).committed;
-        if known.is_some_and(|k| k >= wanted) {
+        let (known, completes_here) = {
+            let c = self.completion.lock().unwrap_or_else(|p| p.into_inner());
+            (c.committed, !c.sinks.is_empty())
+        };
+        // The process whose sinks complete checkpoints knows; only the others look on disk.
+        if completes_here || known.is_some_and(|k| k >= wanted) {
             return known;
         }
         let on_disk = Self::epochs(&self.config.dir)
@@ -444,8 +449,8 @@ impl CheckpointStore {
             .filter(|e| (self.start_epoch..=epoch).contains(e))
             .collect();
         epochs.sort_unstable();
-        // Per operator and worker: its files by epoch, and the epoch of its newest full one.
-        let mut by_writer: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
+        // Per operator and worker: its files (epoch, name), and the epoch of its newest full one.
+        let mut by_writer: BTreeMap<String, (Vec<(u64, String)>, u64)> = BTreeMap::new();
         for e in epochs {
             let dir = epoch_dir(root, e);
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -459,17 +464,17 @@ impl CheckpointStore {
                 if writer.is_none() {
                     *full_from = e;
                 }
-                files.push(format!("chk-{e:010}/{name}"));
+                files.push((e, name));
             }
         }
         let mut files: Vec<String> = Vec::new();
         for (files_of_writer, full_from) in by_writer.into_values() {
-            files.extend(files_of_writer.into_iter().filter(|f| {
-                f.split('/')
-                    .next()
-                    .and_then(parse_epoch_dir)
-                    .is_some_and(|e| e >= full_from)
-            }));
+            files.extend(
+                files_of_writer
+                    .into_iter()
+                    .filter(|(e, _)| *e >= full_from)
+                    .map(|(e, name)| format!("chk-{e:010}/{name}")),
+            );
         }
         files.sort();
         let manifest = Manifest { epoch, files };
@@ -645,7 +650,7 @@ mod tests {
         assert_eq!(restored.restored_epoch(), Some(1));
         assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![1u8; 10])));
         // Truncate it too: epoch 1 becomes unusable; epoch 0 was kept, as retained manifests
-        // (which list every file of their run, for incremental chains) refer to it.
+        // refer to it (their incremental chain starts from its full snapshot).
         let e1 = epoch_dir(dir.path(), 1).join("op.w0.inc");
         let bytes = std::fs::read(&e1).expect("read");
         std::fs::write(&e1, &bytes[..bytes.len() - 3]).expect("truncate");
