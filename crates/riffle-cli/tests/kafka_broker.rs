@@ -9,7 +9,7 @@
 //! it (the mock-cluster tests cover that path; see docs/architecture.md).
 
 mod common;
-use common::{assert_same, generate, keyed, riffle};
+use common::{assert_same, generate, keyed, riffle, JOB};
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -194,28 +194,8 @@ impl Drop for Broker {
     }
 }
 
-const JOB: [&str; 9] = [
-    "wordcount",
-    "--time",
-    "event",
-    "--window",
-    "2s",
-    "--out-of-orderness",
-    "1s",
-    "--format",
-    "json",
-];
-
 fn run(args: &[String]) -> Vec<String> {
-    let out = riffle().args(JOB).args(args).output().expect("riffle runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut lines: Vec<String> = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
+    common::sorted_stdout(riffle().args(JOB).args(args))
 }
 
 /// The job over a file of `lines`: the oracle.

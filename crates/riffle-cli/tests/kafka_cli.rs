@@ -5,7 +5,7 @@
 //! and restarted commits exactly the uninterrupted output.
 
 mod common;
-use common::{assert_same, generate, keyed, riffle};
+use common::{assert_same, generate, keyed, riffle, JOB};
 
 use std::path::Path;
 use std::process::Stdio;
@@ -44,32 +44,13 @@ fn cluster_with(lines: &[Vec<u8>]) -> MockCluster<'static, DefaultProducerContex
     mock
 }
 
-const JOB: [&str; 8] = [
-    "wordcount",
-    "--time",
-    "event",
-    "--window",
-    "2s",
-    "--out-of-orderness",
-    "1s",
-    "--format",
-];
-
 fn sorted_stdout(args: &[String]) -> Vec<String> {
-    let out = riffle().args(args).output().expect("riffle runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut lines: Vec<String> = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
+    common::sorted_stdout(riffle().args(args))
 }
 
 fn job(source: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = JOB.iter().map(|s| s.to_string()).collect();
-    args.extend(["json".into(), "--source".into(), source.into()]);
+    args.extend(["--source".into(), source.into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }

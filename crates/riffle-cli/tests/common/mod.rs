@@ -3,6 +3,32 @@
 
 use std::process::Command;
 
+/// The word count every Kafka test runs: 2 s event-time windows, JSON lines.
+pub const JOB: [&str; 9] = [
+    "wordcount",
+    "--time",
+    "event",
+    "--window",
+    "2s",
+    "--out-of-orderness",
+    "1s",
+    "--format",
+    "json",
+];
+
+/// Runs `command`, which must succeed; its stdout lines, sorted.
+pub fn sorted_stdout(command: &mut Command) -> Vec<String> {
+    let out = command.output().expect("riffle runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// The riffle binary under test.
 pub fn riffle() -> Command {
     Command::new(env!("CARGO_BIN_EXE_riffle"))
