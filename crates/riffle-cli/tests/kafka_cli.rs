@@ -139,7 +139,7 @@ fn committed(dir: &Path) -> Vec<String> {
 
 #[test]
 fn killed_after_a_checkpoint_and_restarted_on_other_workers_the_output_is_exactly_once() {
-    let lines = generate(300_000);
+    let lines = generate(600_000);
     let mock = cluster_with(&lines);
     let dir = tempfile::tempdir().expect("tempdir");
     let source = |group: &str| {
