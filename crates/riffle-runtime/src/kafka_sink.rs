@@ -88,11 +88,6 @@ impl KafkaSink {
         })
     }
 
-    /// The topic.
-    pub fn spec(&self) -> &KafkaSinkSpec {
-        &self.spec
-    }
-
     /// Waits, once the job has ended, until every complete epoch is published.
     pub fn finish(&self) -> Result<()> {
         self.publishers.finished.store(true, Ordering::Release);

@@ -120,7 +120,7 @@ pub struct KafkaSinkSpec {
 /// The first delivery error of a producer, kept by its context (librdkafka reports deliveries
 /// through a callback).
 #[derive(Default)]
-pub struct DeliveryErrors {
+struct DeliveryErrors {
     first: Mutex<Option<String>>,
 }
 
@@ -218,7 +218,7 @@ impl KafkaSinkSpec {
         let peers = pending.iter().map(|p| p.peers as usize).max().unwrap_or(0).max(fence);
         let mut republished = 0;
         for worker in 0..peers {
-            let mut producer = self.transactional(worker)?;
+            let producer = self.transactional(worker)?;
             let Some(output) = pending.iter().find(|p| p.writer as usize == worker) else {
                 continue;
             };
@@ -343,13 +343,8 @@ pub struct TransactionalProducer {
 }
 
 impl TransactionalProducer {
-    /// The transactional id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// The newest epoch whose transaction committed, from the marker.
-    pub fn committed_epoch(&mut self) -> Result<Option<u64>> {
+    pub fn committed_epoch(&self) -> Result<Option<u64>> {
         let uri = &self.spec.uri;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&uri.topic, 0);
@@ -364,7 +359,7 @@ impl TransactionalProducer {
     }
 
     /// Publishes `batches` in one transaction with the marker `epoch`.
-    pub fn publish<'a>(&mut self, epoch: u64, batches: impl IntoIterator<Item = &'a MessageBatch>) -> Result<()> {
+    pub fn publish<'a>(&self, epoch: u64, batches: impl IntoIterator<Item = &'a MessageBatch>) -> Result<()> {
         let uri = &self.spec.uri;
         let fail = |what: &str, e: KafkaError| kafka_error(&format!("{} ({what}, epoch {epoch}):", self.id), uri, e);
         self.producer.begin_transaction().map_err(|e| fail("begin", e))?;
