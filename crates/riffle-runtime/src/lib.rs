@@ -36,6 +36,7 @@ mod epoch_op;
 pub mod execute;
 pub mod join_op;
 pub mod kafka_sink;
+mod rolling_op;
 pub mod sink;
 pub mod source;
 pub mod stream;

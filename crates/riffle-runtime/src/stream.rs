@@ -319,6 +319,43 @@ impl<'s, D: Data> DataStream<'s, D> {
         }
     }
 
+    /// Moves every record to the event time `f` returns for it (Flink's timestamp assigner
+    /// inside a pipeline). Moving records later is always safe; a record moved before the
+    /// watermark it travels with is late for the windows downstream (counted, as any late
+    /// record).
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use riffle_core::WatermarkStrategy;
+    /// # use riffle_runtime::{execute, ExecutionConfig, JobContext, SystemClock};
+    /// let out = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&out);
+    /// let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
+    /// execute(ExecutionConfig::threads(1), ctx, move |env| {
+    ///     // (auction, expires): each auction moves to the time it closes.
+    ///     env.from_splits(vec![vec![(100, (1u32, 900i64))]], 1, WatermarkStrategy::monotonous())
+    ///         .assign_event_time(|_, a: &(u32, i64)| a.1)
+    ///         .collect_into(Arc::clone(&sink));
+    /// })
+    /// .unwrap();
+    /// assert_eq!(*out.lock().unwrap(), vec![(900, (1, 900))]);
+    /// ```
+    pub fn assign_event_time(self, mut f: impl FnMut(EventTime, &D) -> EventTime + 'static) -> DataStream<'s, D> {
+        let stream = self
+            .stream
+            .unary::<VecBuilder<(EventTime, D)>, _, _, _>(Pipeline, "AssignEventTime", |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        for (ts, d) in data.iter_mut() {
+                            *ts = f(*ts, d);
+                        }
+                        output.session(&cap).give_container(data);
+                    });
+                }
+            });
+        DataStream { stream, ctx: self.ctx }
+    }
+
     /// Partitions the stream by key: records with equal keys are processed by the same worker.
     pub fn key_by<K: Key>(self, key: impl Fn(&D) -> K + 'static) -> KeyedStream<'s, K, D> {
         KeyedStream {
@@ -437,6 +474,39 @@ impl<'s, K: Key, D: Data> KeyedStream<'s, K, D> {
             windows: windows.into(),
             lateness: 0,
         }
+    }
+
+    /// The running aggregate of each key over all of time (no window), as an updating result:
+    /// `(key, result)` each time the watermark advances past records that changed the key
+    /// (see `rolling_op`). The last update of a key is the aggregate of all its records.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use riffle_core::aggregate::Sum;
+    /// # use riffle_core::WatermarkStrategy;
+    /// # use riffle_runtime::{execute, ExecutionConfig, JobContext, SystemClock};
+    /// let out = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&out);
+    /// let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
+    /// execute(ExecutionConfig::threads(2), ctx, move |env| {
+    ///     let sales = vec![(0, ('a', 3u64)), (10, ('b', 1)), (20, ('a', 4))];
+    ///     env.from_splits(vec![sales], 1, WatermarkStrategy::monotonous())
+    ///         .key_by(|s: &(char, u64)| s.0)
+    ///         .rolling(Sum::new(|s: &(char, u64)| s.1))
+    ///         .collect_into(Arc::clone(&sink));
+    /// })
+    /// .unwrap();
+    /// let got = out.lock().unwrap().clone();
+    /// // The last update of each key is its total.
+    /// let last = |k| got.iter().filter(|(_, (key, _))| *key == k).max_by_key(|(ts, _)| *ts).map(|(_, (_, v))| *v);
+    /// assert_eq!((last('a'), last('b')), (Some(7), Some(1)));
+    /// ```
+    pub fn rolling<A>(self, agg: A) -> DataStream<'s, (K, A::Output)>
+    where
+        A: riffle_core::aggregate::Aggregate<D>,
+        A::Output: Data,
+    {
+        crate::rolling_op::rolling(self, agg)
     }
 
     /// Tumbling count windows of `size` records per key.

@@ -269,11 +269,12 @@ impl<K: Hash + Eq + Clone, L, R> IntervalJoinState<K, L, R> {
                 emit(k, s.ts, Some(&s.value), None);
             }
         });
-        self.right.evict(left_wm, -self.bounds.lower, &mut |k, s| {
-            if keep_right && !s.matched {
-                emit(k, s.ts, None, Some(&s.value));
-            }
-        });
+        self.right
+            .evict(left_wm, self.bounds.lower.saturating_neg(), &mut |k, s| {
+                if keep_right && !s.matched {
+                    emit(k, s.ts, None, Some(&s.value));
+                }
+            });
     }
 }
 
@@ -313,6 +314,29 @@ mod tests {
     use proptest::prelude::*;
 
     type Row = (u8, i64, Option<u32>, Option<u32>);
+
+    #[test]
+    fn an_interval_of_all_time_is_a_regular_join_that_keeps_both_sides() {
+        let all = IntervalBounds::new(i64::MIN, i64::MAX).unwrap();
+        let mut j = IntervalJoinState::new(all, JoinKind::Inner);
+        let mut out = Vec::new();
+        j.insert_left(1u8, 100, 'a', &mut |_, ts, l, r| out.push((ts, l.copied(), r.copied())));
+        // Watermarks far past both sides evict nothing (and do not overflow).
+        j.advance(1_000_000, 1_000_000, &mut |_, ts, l, r| {
+            out.push((ts, l.copied(), r.copied()))
+        });
+        j.insert_right(1u8, 5, 'x', &mut |_, ts, l, r| out.push((ts, l.copied(), r.copied())));
+        j.insert_left(1u8, 2_000_000, 'b', &mut |_, ts, l, r| {
+            out.push((ts, l.copied(), r.copied()))
+        });
+        j.advance(i64::MAX, i64::MAX, &mut |_, ts, l, r| {
+            out.push((ts, l.copied(), r.copied()))
+        });
+        assert_eq!(
+            out,
+            vec![(100, Some('a'), Some('x')), (2_000_000, Some('b'), Some('x'))]
+        );
+    }
 
     /// Nested loops over both sides.
     fn oracle(left: &[(i64, u8, u32)], right: &[(i64, u8, u32)], b: IntervalBounds, kind: JoinKind) -> Vec<Row> {

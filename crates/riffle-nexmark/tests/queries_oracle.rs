@@ -1,0 +1,84 @@
+//! Every query's streaming result equals the batch computation over the same events, on 1 and
+//! 2 workers and over several split counts (sorted rows; for the updating q4, the last update
+//! of each category).
+
+use std::sync::{Arc, Mutex};
+
+use riffle_nexmark::{batch, build, source, Event, GeneratorConfig, Query, Row};
+use riffle_runtime::{execute, ExecutionConfig, JobContext, SystemClock};
+
+/// A slow rate spreads the events over many windows and sessions: 60 K events over 60 s.
+fn config() -> GeneratorConfig {
+    GeneratorConfig {
+        rate: 1_000,
+        ..GeneratorConfig::default()
+    }
+}
+
+const EVENTS: u64 = 60_000;
+
+fn streaming(query: Query, workers: usize, splits: u64) -> Vec<Row> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&out);
+    let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
+    execute(ExecutionConfig::threads(workers), Arc::clone(&ctx), move |env| {
+        let events = source::generated(env, config(), EVENTS, splits);
+        build(query, events).collect_into(Arc::clone(&sink));
+    })
+    .expect("job runs");
+    assert_eq!(
+        ctx.metrics().late.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{query:?}: no event is late"
+    );
+    let rows: Vec<(i64, Row)> = out.lock().expect("no worker panicked").clone();
+    final_rows(query, rows.into_iter().map(|(_, r)| r).collect())
+}
+
+/// For q4, the last update of each category (updates of a key leave one worker in order).
+fn final_rows(query: Query, rows: Vec<Row>) -> Vec<Row> {
+    if !query.updating() {
+        return rows;
+    }
+    let mut last = std::collections::BTreeMap::new();
+    for r in rows {
+        if let Row::Q4(q) = &r {
+            last.insert(q.id, r.clone());
+        }
+    }
+    last.into_values().collect()
+}
+
+fn sorted(mut rows: Vec<Row>) -> Vec<String> {
+    let mut lines: Vec<String> = rows
+        .drain(..)
+        .map(|r| {
+            let mut b = Vec::new();
+            r.write_json(&mut b).expect("rows serialise");
+            String::from_utf8(b).expect("JSON is UTF-8")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn every_query_equals_the_batch_oracle_on_one_and_two_workers() {
+    let events: Vec<Event> = config().split(0, 1, EVENTS).collect();
+    for query in Query::ALL {
+        let expected = sorted(batch::run(query, &events));
+        assert!(!expected.is_empty(), "{query:?}: the oracle finds rows");
+        for (workers, splits) in [(1, 1), (2, 2), (2, 3)] {
+            let got = sorted(streaming(query, workers, splits));
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "{query:?} on {workers} workers, {splits} splits: row count"
+            );
+            assert!(
+                got == expected,
+                "{query:?} on {workers} workers, {splits} splits: rows differ"
+            );
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The rolling (running) aggregate: one accumulator per key over all of time, whose current
+//! result is emitted whenever it changes, as Flink's `keyBy().reduce()` or an SQL `GROUP BY`
+//! without a window produce an updating result.
+//!
+//! Records are added as they arrive (aggregates merge, so the order does not matter); each time
+//! the watermark advances, every key changed since the last firing emits its result once, at
+//! the highest event time of the key's records so far (a key's updates never go back in time). The stream of updates is a
+//! changelog: how many intermediate updates a key emits depends on how the watermark advances,
+//! the last update of every key does not (it is the aggregate of all its records). The
+//! operator runs in the epoch shell (see [`crate::epoch_op`]), so it checkpoints and restores
+//! by key group onto any number of workers.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use riffle_core::aggregate::Aggregate;
+use riffle_core::key_group::{KeyGroup, KEY_GROUPS};
+use riffle_core::EventTime;
+use serde::{Deserialize, Serialize};
+
+use crate::epoch_op::{DirtyGroups, EpochState};
+use crate::stream::{Data, DataStream, Key, KeyedStream};
+
+/// One key's state: its accumulator, the highest event time of its records (the time of its
+/// updates, so they never go back in time) and whether it changed since the last firing.
+#[derive(Clone, Serialize, Deserialize)]
+struct KeyState<Acc> {
+    acc: Acc,
+    latest: EventTime,
+    changed: bool,
+}
+
+struct RollingOp<K, D, A: Aggregate<D>> {
+    agg: A,
+    keys: HashMap<K, KeyState<A::Acc>>,
+    changed: Vec<K>,
+    key: Rc<dyn Fn(&D) -> K>,
+}
+
+impl<K: Key, D: Data, A> EpochState for RollingOp<K, D, A>
+where
+    A: Aggregate<D>,
+    A::Output: Data,
+{
+    type In = (EventTime, D);
+    type Out = (EventTime, (K, A::Output));
+
+    fn apply(&mut self, (ts, d): (EventTime, D), _wm: i64, dirty: &mut DirtyGroups) {
+        let key = (self.key)(&d);
+        dirty.mark(&key);
+        let state = match self.keys.get_mut(&key) {
+            Some(state) => state,
+            None => self.keys.entry(key.clone()).or_insert(KeyState {
+                acc: self.agg.create(),
+                latest: ts,
+                changed: false,
+            }),
+        };
+        self.agg.add(&mut state.acc, d);
+        state.latest = state.latest.max(ts);
+        if !state.changed {
+            state.changed = true;
+            self.changed.push(key);
+        }
+    }
+
+    fn fire(&mut self, _wm: i64, out: &mut Vec<Self::Out>, dirty: &mut DirtyGroups) {
+        for key in self.changed.drain(..) {
+            if let Some(state) = self.keys.get_mut(&key) {
+                if std::mem::take(&mut state.changed) {
+                    dirty.mark(&key);
+                    out.push((state.latest, (key, self.agg.result(&state.acc))));
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> riffle_core::Result<crate::checkpoint::Parts> {
+        type Group<'a, K, Acc> = Vec<(&'a K, &'a KeyState<Acc>)>;
+        let mut groups: Vec<Group<K, A::Acc>> = vec![Vec::new(); KEY_GROUPS as usize];
+        for (k, s) in &self.keys {
+            groups[usize::from(KeyGroup::of(k).0)].push((k, s));
+        }
+        groups
+            .into_iter()
+            .enumerate()
+            .filter(|(g, _)| include(*g as u32))
+            .map(|(g, part)| Ok((g as u32, crate::checkpoint::encode(&part)?)))
+            .collect()
+    }
+
+    fn restore(
+        &mut self,
+        parts: &[(u32, &[u8])],
+        mine: &dyn Fn(u32) -> bool,
+        _out: &mut Vec<Self::Out>,
+    ) -> riffle_core::Result<()> {
+        for &(g, bytes) in parts {
+            if !mine(g) {
+                continue;
+            }
+            let part: Vec<(K, KeyState<A::Acc>)> = crate::checkpoint::decode(bytes, "rolling aggregate state")?;
+            for (k, s) in part {
+                if s.changed {
+                    self.changed.push(k.clone());
+                }
+                self.keys.insert(k, s);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rolling aggregate of `keyed` with `agg`: `(key, result)` updates.
+pub(crate) fn rolling<'s, K: Key, D: Data, A>(keyed: KeyedStream<'s, K, D>, agg: A) -> DataStream<'s, (K, A::Output)>
+where
+    A: Aggregate<D>,
+    A::Output: Data,
+{
+    let ctx = Arc::clone(&keyed.stream.ctx);
+    let peers = keyed.stream.stream.scope().peers();
+    let route_key = keyed.key.clone();
+    let op = RollingOp {
+        agg,
+        keys: HashMap::new(),
+        changed: Vec::new(),
+        key: keyed.key,
+    };
+    let updates = crate::epoch_op::epoch_operator(
+        keyed.stream.stream,
+        move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64,
+        "Rolling",
+        Arc::clone(&ctx),
+        op,
+    );
+    DataStream { stream: updates, ctx }
+}
