@@ -10,6 +10,7 @@ mod bench_join;
 mod bench_kafka;
 mod bench_sketch;
 mod join;
+mod nexmark;
 mod options;
 mod sketch_jobs;
 mod wordcount;
@@ -43,6 +44,9 @@ enum Command {
     /// Generate test data.
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// The Nexmark benchmark: generate its events, run its queries, measure them.
+    #[command(subcommand)]
+    Nexmark(nexmark::NexmarkCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,6 +111,7 @@ fn main() {
             eprintln!("riffle: savepoint of checkpoint {epoch} written to {}", a.to.display());
         }),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Nexmark(cmd) => nexmark::run(cmd),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {
                 lines: a.lines,
