@@ -4,6 +4,12 @@
 //! reference. Exit codes: 0 success, 1 the job failed (the error is printed on one line),
 //! 2 the command line is invalid.
 
+/// mimalloc instead of glibc's allocator: records with strings are allocated on one worker and
+/// freed on another, where glibc's per-thread arenas consolidate and lock (Nexmark q2 from
+/// memory on one worker: 1.9 M events/s with glibc, see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod bench_checkpoint;
 mod bench_join;
