@@ -281,7 +281,10 @@ fn per_s(events: u64, secs: f64) -> f64 {
 fn bench(args: BenchArgs) -> Result<()> {
     let config = args.generator.config()?;
     let n = args.events;
-    println!("# riffle nexmark bench: {n} events, rate {} events/s of event time", config.rate);
+    println!(
+        "# riffle nexmark bench: {n} events, rate {} events/s of event time",
+        config.rate
+    );
     // The generator alone, one thread.
     let generator = best(args.repeat, || {
         timed(|| {
@@ -292,10 +295,7 @@ fn bench(args: BenchArgs) -> Result<()> {
             Ok(count)
         })
     })?;
-    println!(
-        "generator (1 thread): {:.0} events/s",
-        per_s(n, generator.wall)
-    );
+    println!("generator (1 thread): {:.0} events/s", per_s(n, generator.wall));
     println!(
         "{:<5} {:>7} {:>9} {:>14} {:>14} {:>14} {:>14} {:>12} {:>10}",
         "query", "workers", "rows", "mem ev/s", "mem ev/s/core", "gen ev/s", "gen ev/s/core", "loop ev/s", "mem/loop"
@@ -334,10 +334,17 @@ fn bench(args: BenchArgs) -> Result<()> {
             let generated = match args.memory_only {
                 true => None,
                 false => Some(best(args.repeat, || {
-                    timed(|| run_job(query, workers, move |env| source::generated(env, config, n, workers as u64)))
+                    timed(|| {
+                        run_job(query, workers, move |env| {
+                            source::generated(env, config, n, workers as u64)
+                        })
+                    })
                 })?),
             };
-            if let Some(generated) = generated.as_ref().filter(|g| g.rows != in_memory.rows && !query.updating()) {
+            if let Some(generated) = generated
+                .as_ref()
+                .filter(|g| g.rows != in_memory.rows && !query.updating())
+            {
                 return Err(Error::Execution(format!(
                     "{}: {} rows from memory but {} generated",
                     query.name(),
@@ -353,7 +360,9 @@ fn bench(args: BenchArgs) -> Result<()> {
                 in_memory.rows,
                 per_s(n, in_memory.wall),
                 per_core(&in_memory),
-                generated.as_ref().map_or("-".into(), |g| format!("{:.0}", per_s(n, g.wall))),
+                generated
+                    .as_ref()
+                    .map_or("-".into(), |g| format!("{:.0}", per_s(n, g.wall))),
                 generated.as_ref().map_or("-".into(), per_core),
                 per_s(n, hand.wall),
                 hand.wall / in_memory.wall,
@@ -368,7 +377,9 @@ fn bench(args: BenchArgs) -> Result<()> {
 
 /// `events` dealt round robin into `workers` lists (each in time order).
 fn split_events(events: &[Event], workers: usize) -> Vec<Vec<Event>> {
-    let mut lists: Vec<Vec<Event>> = (0..workers).map(|_| Vec::with_capacity(events.len() / workers + 1)).collect();
+    let mut lists: Vec<Vec<Event>> = (0..workers)
+        .map(|_| Vec::with_capacity(events.len() / workers + 1))
+        .collect();
     for (i, e) in events.iter().enumerate() {
         lists[i % workers].push(e.clone());
     }

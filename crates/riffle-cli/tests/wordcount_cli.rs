@@ -7,6 +7,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+mod common;
+use common::free_port;
+
 /// One windowed result: (window start, window end, word, count).
 type Row = (i64, i64, String, u64);
 
@@ -144,14 +147,6 @@ fn oracle_sessions(lines: &[(i64, Vec<String>)], gap: i64) -> Vec<Row> {
     }
     rows.sort();
     rows
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
 }
 
 #[test]

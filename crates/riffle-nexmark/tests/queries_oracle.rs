@@ -82,3 +82,57 @@ fn every_query_equals_the_batch_oracle_on_one_and_two_workers() {
         }
     }
 }
+
+fn bid(auction: u64, price: u64, date_time: i64) -> Event {
+    Event::Bid(riffle_nexmark::model::Bid {
+        auction,
+        bidder: 1,
+        price,
+        channel: "c".into(),
+        url: "u".into(),
+        date_time,
+        extra: String::new(),
+    })
+}
+
+/// q7's `BETWEEN window_end - 10 s AND window_end` includes the first millisecond of the next
+/// window: a bid there at the previous window's maximum price is a result of both windows when
+/// it is also its own window's maximum, and of the previous one only otherwise.
+#[test]
+fn q7_includes_bids_at_the_end_of_a_window() {
+    let events = vec![
+        bid(1, 50, 1_000),
+        bid(2, 70, 9_999),
+        // First millisecond of [10 s, 20 s): the maximum of both windows.
+        bid(3, 70, 10_000),
+        bid(4, 20, 15_000),
+        // First millisecond of [20 s, 30 s): equals the previous maximum, below its own.
+        bid(5, 70, 20_000),
+        bid(6, 90, 25_000),
+    ];
+    let expected = sorted(batch::run(Query::Q7, &events));
+    let auctions: Vec<u64> = batch::run(Query::Q7, &events)
+        .into_iter()
+        .map(|r| match r {
+            Row::Bid(b) => b.auction,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut auctions = auctions;
+    auctions.sort_unstable();
+    assert_eq!(auctions, vec![2, 3, 3, 5, 6], "the oracle applies the SQL's bounds");
+    for workers in [1, 2] {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&out);
+        let all = events.clone();
+        let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
+        execute(ExecutionConfig::threads(workers), ctx, move |env| {
+            // One split, read by worker 0.
+            let events = source::in_memory(env, vec![all.clone()]);
+            build(Query::Q7, events).collect_into(Arc::clone(&sink));
+        })
+        .expect("job runs");
+        let got: Vec<Row> = out.lock().expect("rows").iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(sorted(got), expected, "{workers} workers");
+    }
+}

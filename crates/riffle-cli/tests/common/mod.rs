@@ -1,4 +1,4 @@
-//! Helpers shared by the Kafka tests: the riffle binary, generated input, keyed comparisons.
+//! Helpers shared by the CLI tests: the riffle binary, generated input, keyed comparisons, ports.
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::process::Command;
@@ -85,4 +85,13 @@ pub fn keyed(lines: &[String]) -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
+}
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
 }
