@@ -133,8 +133,9 @@ pub struct SourceArgs {
 }
 
 /// Where a job's results go: lines to stdout or a file (at least once with checkpoints), the
-/// exactly-once file sink (`--sink file://DIR`), or a Kafka topic (`--sink kafka://…`, keyed
-/// JSON messages, exactly once with checkpoints).
+/// exactly-once file sink (`--sink file://DIR`), a Kafka topic (`--sink kafka://…`, keyed
+/// JSON messages, exactly once with checkpoints), or nowhere (`--sink blackhole://`, results
+/// counted and dropped, as Flink's blackhole connector, for benchmarks).
 #[derive(Clone)]
 pub enum ResultSink {
     /// Lines to stdout or a file.
@@ -143,6 +144,8 @@ pub enum ResultSink {
     Committed(std::path::PathBuf),
     /// A Kafka topic.
     Kafka(riffle_runtime::KafkaSink),
+    /// Counted and dropped.
+    Blackhole,
 }
 
 /// The format results are written in: JSON into Kafka, whatever `--format` says.
@@ -169,6 +172,9 @@ impl ResultSink {
         if output.is_some() {
             return Err(Error::Config("use either --output or --sink".into()));
         }
+        if uri == "blackhole://" || uri == "blackhole:" {
+            return Ok(ResultSink::Blackhole);
+        }
         if uri.starts_with("kafka://") {
             return Ok(ResultSink::Kafka(riffle_runtime::KafkaSink::new(
                 uri,
@@ -178,7 +184,7 @@ impl ResultSink {
         }
         let dir = uri.strip_prefix("file://").ok_or_else(|| {
             Error::Config(format!(
-                "--sink: expected file://DIR or kafka://HOST:PORT/TOPIC, got '{uri}'"
+                "--sink: expected file://DIR, kafka://HOST:PORT/TOPIC or blackhole://, got '{uri}'"
             ))
         })?;
         let dir = std::path::PathBuf::from(dir);
@@ -199,6 +205,7 @@ impl ResultSink {
             ResultSink::Lines(sink) => stream.write_lines(sink.clone(), format),
             ResultSink::Committed(dir) => stream.write_committed(dir.clone(), format),
             ResultSink::Kafka(sink) => stream.write_kafka(sink, key, format),
+            ResultSink::Blackhole => stream.discard(),
         }
     }
 
@@ -208,6 +215,7 @@ impl ResultSink {
             ResultSink::Lines(sink) => sink.flush(),
             ResultSink::Committed(_) => Ok(()),
             ResultSink::Kafka(sink) => sink.finish(),
+            ResultSink::Blackhole => Ok(()),
         }
     }
 }

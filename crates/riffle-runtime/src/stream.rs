@@ -382,6 +382,28 @@ impl<'s, D: Data> DataStream<'s, D> {
             });
     }
 
+    /// Counts and drops every record, as Flink's blackhole sink: for measuring a job without
+    /// the cost of writing its results. Takes part in checkpoints as any sink.
+    pub fn discard(self) {
+        let ctx = Arc::clone(&self.ctx);
+        let commit_ctx = Arc::clone(&self.ctx);
+        let done = self
+            .stream
+            .unary::<VecBuilder<()>, _, _, _>(Pipeline, "Blackhole", |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        // One token per message: the commit operator learns the epochs.
+                        output.session(&cap).give(());
+                        ctx.metrics()
+                            .records_out
+                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        data.clear();
+                    });
+                }
+            });
+        crate::sink::commit_operator(done, commit_ctx, None);
+    }
+
     /// Formats every record with `format` (which appends one line, newline included) and
     /// writes the lines to `sink` batch by batch.
     pub fn write_lines(self, sink: LineSink, mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
