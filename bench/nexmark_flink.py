@@ -150,6 +150,85 @@ def flink_run(t_env, query):
     return time.monotonic() - start
 
 
+# riffle's column names for the columns of each query's SELECT, in order.
+COLUMNS = {
+    "q0": ["auction", "bidder", "price", "dateTime", "extra"],
+    "q1": ["auction", "bidder", "price", "dateTime", "extra"],
+    "q2": ["auction", "price"],
+    "q3": ["name", "city", "state", "id"],
+    "q4": ["id", "final"],
+    "q5": ["auction", "num"],
+    "q7": ["auction", "price", "bidder", "dateTime", "extra"],
+    "q8": ["id", "name", "stime"],
+    "q11": ["bidder", "bid_count", "starttime", "endtime"],
+}
+
+
+def canonical(value):
+    """A value as riffle writes it: times as unix milliseconds, decimals to 3 places."""
+    import datetime
+    import decimal
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return round(value.timestamp() * 1000)
+    if isinstance(value, (decimal.Decimal, float)):
+        return str(decimal.Decimal(str(value)).quantize(decimal.Decimal("0.001")))
+    return value
+
+
+def flink_rows(t_env, query):
+    """The final result of the query's SELECT in Flink: its changelog applied."""
+    from collections import Counter
+    from pyflink.common import RowKind
+    select = quoted(QUERIES[query].strip().split("\n", 1)[1])
+    rows = Counter()
+    with t_env.execute_sql(select).collect() as results:
+        for row in results:
+            key = tuple(canonical(v) for v in row)
+            if row.get_row_kind() in (RowKind.INSERT, RowKind.UPDATE_AFTER):
+                rows[key] += 1
+            else:
+                rows[key] -= 1
+    return sorted(k for k, n in rows.items() for _ in range(n))
+
+
+def riffle_rows(riffle, query, events_file, workers):
+    import json
+    out = subprocess.run(
+        [riffle, "nexmark", "run", "--query", query, "--input", events_file,
+         "--workers", str(workers)],
+        capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    if query == "q4":  # updating: the last row of each category
+        rows = list({r["id"]: r for r in rows}.values())
+    return sorted(tuple(canonical_json(query, c, r[c]) for c in COLUMNS[query]) for r in rows)
+
+
+def canonical_json(query, column, value):
+    import decimal
+    if query == "q1" and column == "price":
+        return str(decimal.Decimal(str(value)).quantize(decimal.Decimal("0.001")))
+    return value
+
+
+def check(t_env, args, queries):
+    """Every query's rows from riffle equal Flink's; exits non-zero otherwise."""
+    failed = []
+    for query in queries:
+        want = flink_rows(t_env, query)
+        got = riffle_rows(args.riffle, query, args.events_file, args.parallelism)
+        same = got == want
+        print(f"{query:<4} flink {len(want):>7} rows, riffle {len(got):>7} rows: "
+              f"{'equal' if same else 'DIFFERENT'}", flush=True)
+        if not same:
+            failed.append(query)
+            missing = [r for r in want if r not in set(got)][:3]
+            extra = [r for r in got if r not in set(want)][:3]
+            print(f"     only in Flink: {missing}\n     only in riffle: {extra}", flush=True)
+    return 1 if failed else 0
+
+
 def riffle_run(riffle, query, events_file, workers):
     start = time.monotonic()
     out = subprocess.run(
@@ -167,6 +246,8 @@ def main():
     parser.add_argument("--queries", default="q0,q1,q2,q3,q4,q5,q7,q8,q11")
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--riffle", required=True)
+    parser.add_argument("--check", action="store_true",
+                        help="compare the rows of riffle and Flink instead of timing them")
     args = parser.parse_args()
 
     from pyflink.table import EnvironmentSettings, TableEnvironment
@@ -184,6 +265,8 @@ def main():
             quoted(f"CREATE TABLE nexmark_{query} ({columns}) WITH ('connector' = 'blackhole')"))
 
     queries = [q.strip() for q in args.queries.split(",") if q.strip()]
+    if args.check:
+        return check(t_env, args, queries)
     # A first job warms the mini-cluster (class loading, JIT) and is not reported.
     flink_run(t_env, "q2")
     print(f"# {args.events} events, parallelism / workers {args.parallelism}; "

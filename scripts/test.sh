@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: formatting, lints, then every test of the workspace
-# (unit, property, doc and end-to-end CLI tests). Runs from any directory.
+# (unit, property, doc and end-to-end CLI tests), then the Nexmark queries checked against
+# Apache Flink (installs PyFlink on first use; needs Java 17). Runs from any directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,5 +18,8 @@ fi
 
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
+
+echo "== Nexmark queries against Apache Flink running their SQL"
+bash scripts/nexmark-flink-check.sh
 
 echo "== all tests passed"
