@@ -438,6 +438,12 @@ pub struct SessionWindowState<K, D, A: Aggregate<D>> {
     lateness: i64,
     agg: A,
     sessions: HashMap<K, Vec<Session<A::Acc>>>,
+    /// When a key needs a look: at the end of each session that has not fired (to fire it) and
+    /// at the end + lateness of each that has (to drop it). Entries go stale when a session
+    /// merges into a later one; looking then does nothing. The watermark visits only keys with
+    /// something due, not every open session (q11 of Nexmark: a scan of all sessions per
+    /// watermark step made the operator quadratic).
+    timers: BTreeMap<EventTime, Vec<K>>,
     staged: BTreeMap<Watermark, Vec<(EventTime, K, A::Acc)>>,
     watermark: Watermark,
     _records: std::marker::PhantomData<fn(D)>,
@@ -488,6 +494,14 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
     pub fn restore(&mut self, part: SessionPart<K, A::Acc>) {
         self.watermark = part.watermark;
         for (k, list) in part.sessions {
+            for s in &list {
+                let due = if s.dirty {
+                    s.window.end
+                } else {
+                    s.window.end.saturating_add(self.lateness)
+                };
+                self.timers.entry(due).or_default().push(k.clone());
+            }
             self.sessions.insert(k, list);
         }
         for (at, updates) in part.staged {
@@ -503,6 +517,9 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
     /// Moves `other`'s keys (disjoint from this state's) into this state.
     pub fn absorb(&mut self, other: Self) {
         self.sessions.extend(other.sessions);
+        for (at, keys) in other.timers {
+            self.timers.entry(at).or_default().extend(keys);
+        }
         for (at, updates) in other.staged {
             self.staged.entry(at).or_default().extend(updates);
         }
@@ -515,6 +532,7 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
             lateness,
             agg,
             sessions: HashMap::new(),
+            timers: BTreeMap::new(),
             staged: BTreeMap::new(),
             watermark: i64::MIN,
             _records: std::marker::PhantomData,
@@ -551,7 +569,10 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
     }
 
     fn merge_in(&mut self, key: K, window: Window, acc: A::Acc) -> Window {
-        let list = self.sessions.entry(key).or_default();
+        let list = match self.sessions.get_mut(&key) {
+            Some(list) => list,
+            None => self.sessions.entry(key.clone()).or_default(),
+        };
         let mut merged = Session {
             window,
             acc,
@@ -576,6 +597,7 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
         }
         let w = merged.window;
         list.push(merged);
+        self.timers.entry(w.end).or_default().push(key);
         w
     }
 
@@ -604,17 +626,36 @@ impl<K: Hash + Eq + Clone, D, A: Aggregate<D>> SessionWindowState<K, D, A> {
     fn fire_and_clean(&mut self, wm: Watermark, emit: &mut dyn FnMut(Window, &K, A::Output)) {
         let lateness = self.lateness;
         let agg = &self.agg;
-        self.sessions.retain(|key, list| {
+        let due = match wm.checked_add(1) {
+            Some(after) => {
+                let later = self.timers.split_off(&after);
+                std::mem::replace(&mut self.timers, later)
+            }
+            None => std::mem::take(&mut self.timers),
+        };
+        let mut dropped_later: Vec<(EventTime, K)> = Vec::new();
+        for key in due.into_values().flatten() {
+            let Some(list) = self.sessions.get_mut(&key) else {
+                continue;
+            };
             list.retain_mut(|s| {
                 if s.window.end <= wm && s.dirty {
-                    emit(s.window, key, agg.result(&s.acc));
+                    emit(s.window, &key, agg.result(&s.acc));
                     s.dirty = false;
                     s.fired = true;
+                    if lateness > 0 {
+                        dropped_later.push((s.window.end.saturating_add(lateness), key.clone()));
+                    }
                 }
                 s.window.end.saturating_add(lateness) > wm
             });
-            !list.is_empty()
-        });
+            if list.is_empty() {
+                self.sessions.remove(&key);
+            }
+        }
+        for (at, key) in dropped_later {
+            self.timers.entry(at).or_default().push(key);
+        }
     }
 }
 

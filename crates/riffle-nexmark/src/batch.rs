@@ -204,12 +204,13 @@ fn q11(events: &[Event]) -> Vec<Row> {
     let mut rows = Vec::new();
     for (bidder, mut ts) in times {
         ts.sort_unstable();
-        // A session goes on while the next bid comes less than 10 s after the last.
+        // A session goes on while the next bid comes at most 10 s after the last: Flink
+        // merges session windows [t, t + gap) that touch.
         let mut start = ts[0];
         let mut last = ts[0];
         let mut count = 0;
         for t in ts {
-            if t >= last + 10_000 {
+            if t > last + 10_000 {
                 rows.push(Row::Q11(Q11Row {
                     bidder,
                     bid_count: count,

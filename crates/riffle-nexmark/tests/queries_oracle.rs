@@ -84,9 +84,13 @@ fn every_query_equals_the_batch_oracle_on_one_and_two_workers() {
 }
 
 fn bid(auction: u64, price: u64, date_time: i64) -> Event {
+    bid_by(1, auction, price, date_time)
+}
+
+fn bid_by(bidder: u64, auction: u64, price: u64, date_time: i64) -> Event {
     Event::Bid(riffle_nexmark::model::Bid {
         auction,
-        bidder: 1,
+        bidder,
         price,
         channel: "c".into(),
         url: "u".into(),
@@ -121,18 +125,44 @@ fn q7_includes_bids_at_the_end_of_a_window() {
     let mut auctions = auctions;
     auctions.sort_unstable();
     assert_eq!(auctions, vec![2, 3, 3, 5, 6], "the oracle applies the SQL's bounds");
-    for workers in [1, 2] {
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&out);
-        let all = events.clone();
-        let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
-        execute(ExecutionConfig::threads(workers), ctx, move |env| {
-            // One split, read by worker 0.
-            let events = source::in_memory(env, vec![all.clone()]);
-            build(Query::Q7, events).collect_into(Arc::clone(&sink));
-        })
-        .expect("job runs");
-        let got: Vec<Row> = out.lock().expect("rows").iter().map(|(_, r)| r.clone()).collect();
-        assert_eq!(sorted(got), expected, "{workers} workers");
-    }
+    assert_eq!(in_memory(Query::Q7, &events, 1), expected);
+    assert_eq!(in_memory(Query::Q7, &events, 2), expected);
+}
+
+/// Rows of `query` over `events` as one split, on `workers` workers, sorted.
+fn in_memory(query: Query, events: &[Event], workers: usize) -> Vec<String> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&out);
+    let all = events.to_vec();
+    let ctx = Arc::new(JobContext::new(false, Arc::new(SystemClock)));
+    execute(ExecutionConfig::threads(workers), ctx, move |env| {
+        // One split, read by worker 0.
+        let events = source::in_memory(env, vec![all.clone()]);
+        build(query, events).collect_into(Arc::clone(&sink));
+    })
+    .expect("job runs");
+    let got: Vec<Row> = out.lock().expect("rows").iter().map(|(_, r)| r.clone()).collect();
+    sorted(got)
+}
+
+/// Sessions whose windows `[t, t + 10 s)` touch merge, as Flink's do: bids 10 s apart are one
+/// session, 10.001 s apart two.
+#[test]
+fn q11_sessions_merge_when_they_touch() {
+    let events = vec![
+        bid_by(1, 1, 1, 0),
+        bid_by(1, 1, 1, 10_000),
+        bid_by(2, 1, 1, 0),
+        bid_by(2, 1, 1, 10_001),
+    ];
+    let expected = sorted(batch::run(Query::Q11, &events));
+    let bidder = |b: u64| {
+        expected
+            .iter()
+            .filter(|r| r.contains(&format!("\"bidder\":{b},")))
+            .count()
+    };
+    assert_eq!((bidder(1), bidder(2)), (1, 2), "{expected:?}");
+    assert_eq!(in_memory(Query::Q11, &events, 1), expected);
+    assert_eq!(in_memory(Query::Q11, &events, 2), expected);
 }
