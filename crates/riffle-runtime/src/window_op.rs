@@ -233,18 +233,20 @@ where
                             }
                             !ready
                         });
-                        // A waiting pane holds the time of its first record; move it up to the
-                        // frontier, so that a pane whose first record came long ago (a burst
-                        // read before the watermark moved) does not hold back the windows that
-                        // the watermark has closed since. Its window stays open: the frontier
-                        // is still before the pane's end.
-                        for (_, cap, _) in panes.iter_mut() {
-                            if let Some(t) = frontier
-                                .frontier()
-                                .iter()
-                                .find(|t| timely::order::PartialOrder::less_equal(cap.time(), *t))
-                            {
-                                cap.downgrade(t);
+                        // A waiting pane holds the time of its first record; move its watermark
+                        // up to the frontier's, so that a pane whose first record came long ago
+                        // (a burst read before the watermark moved) does not hold back the
+                        // windows that the watermark has closed since. Its window stays open:
+                        // the frontier is still before the pane's end. Only the watermark moves:
+                        // the pane's records belong to the epoch they were read in (moving to a
+                        // later epoch of the frontier put them into the next checkpoint, whose
+                        // source positions were already past them: lost on restore).
+                        if fwm != i64::MAX {
+                            for (_, cap, _) in panes.iter_mut() {
+                                if cap.time().watermark < fwm {
+                                    let t = Time::new(cap.time().epoch, fwm);
+                                    cap.downgrade(&t);
+                                }
                             }
                         }
                     }
