@@ -13,14 +13,7 @@ cd "$(dirname "$0")/.."
 EVENTS=${1:-2000000}
 PARALLELISM=${2:-1}
 QUERIES=${3:-q0,q1,q2,q3,q4,q5,q7,q8,q11}
-VENV=${FLINK_VENV:-target/flink-venv}
-
-command -v java >/dev/null || { echo "bench/nexmark-flink.sh: Flink needs Java 17 (java not found)" >&2; exit 1; }
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import pyflink" 2>/dev/null; then
-  echo "== installing PyFlink into $VENV" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "apache-flink>=2.0,<3"
-fi
+source bench/pyflink-env.sh
 echo "== building riffle" >&2
 cargo build -q --release -p riffle-cli
 mkdir -p target/nexmark

@@ -9,13 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EVENTS=${1:-10000}
-VENV=${FLINK_VENV:-target/flink-venv}
-command -v java >/dev/null || { echo "nexmark-flink-check: Flink needs Java 17 (java not found)" >&2; exit 1; }
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import pyflink" 2>/dev/null; then
-  echo "== installing PyFlink into $VENV" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "apache-flink>=2.0,<3"
-fi
+source bench/pyflink-env.sh
 cargo build -q --release -p riffle-cli
 mkdir -p target/nexmark
 # 250 events per second of event time: 40 s, over many windows and sessions.
