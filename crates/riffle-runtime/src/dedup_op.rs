@@ -119,20 +119,11 @@ pub(crate) fn dedup<'s, K: Key, D: Data>(
     let dedup =
         Deduplicator::new(within, expected_keys, fp_rate).map_err(|e| riffle_core::Error::Config(e.to_string()))?;
     let ctx = Arc::clone(&keyed.stream.ctx);
-    let peers = keyed.stream.stream.scope().peers();
-    let route_key = keyed.key.clone();
-    let op = DedupOp {
+    let decided = crate::epoch_op::keyed_epoch_operator(keyed, "Dedup", |key| DedupOp {
         dedup,
         pending: Vec::new(),
-        key: keyed.key,
-    };
-    let decided = crate::epoch_op::epoch_operator(
-        keyed.stream.stream,
-        move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64,
-        "Dedup",
-        Arc::clone(&ctx),
-        op,
-    );
+        key,
+    });
     let (kept, dropped) = decided.ok_err(|(ts, (keep, d))| if keep { Ok((ts, d)) } else { Err((ts, d)) });
     Ok((
         DataStream {

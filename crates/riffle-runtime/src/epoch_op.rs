@@ -28,7 +28,7 @@ use timely::dataflow::Stream;
 
 use crate::checkpoint::{CheckpointStore, Parts};
 use crate::context::JobContext;
-use crate::stream::{Data, Key};
+use crate::stream::{Data, Key, KeyedStream};
 use crate::time::{frontier_watermark, Time};
 use crate::window_op::{hold_frontier, message_time};
 
@@ -147,6 +147,26 @@ pub(crate) fn restore_state<S: EpochState>(
 }
 
 /// Builds the operator: `stream` exchanged by `route` (the worker of a record's key group).
+/// `make(key)` builds the state of a keyed operator over the records of `keyed` (given the
+/// stream's key function); it runs in [`epoch_operator`], each record exchanged to the worker
+/// owning its key's group.
+pub(crate) fn keyed_epoch_operator<'s, K: Key, D: Data, S: EpochState<In = (riffle_core::EventTime, D)>>(
+    keyed: KeyedStream<'s, K, D>,
+    name: &'static str,
+    make: impl FnOnce(std::rc::Rc<dyn Fn(&D) -> K>) -> S,
+) -> Stream<'s, Time, Vec<S::Out>> {
+    let ctx = Arc::clone(&keyed.stream.ctx);
+    let peers = keyed.stream.stream.scope().peers();
+    let route_key = keyed.key.clone();
+    epoch_operator(
+        keyed.stream.stream,
+        move |(_, d): &(riffle_core::EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64,
+        name,
+        ctx,
+        make(keyed.key),
+    )
+}
+
 pub(crate) fn epoch_operator<'s, S: EpochState>(
     stream: Stream<'s, Time, Vec<S::In>>,
     route: impl Fn(&S::In) -> u64 + 'static,

@@ -119,20 +119,11 @@ where
     A::Output: Data,
 {
     let ctx = Arc::clone(&keyed.stream.ctx);
-    let peers = keyed.stream.stream.scope().peers();
-    let route_key = keyed.key.clone();
-    let op = RollingOp {
+    let updates = crate::epoch_op::keyed_epoch_operator(keyed, "Rolling", |key| RollingOp {
         agg,
         keys: HashMap::new(),
         changed: Vec::new(),
-        key: keyed.key,
-    };
-    let updates = crate::epoch_op::epoch_operator(
-        keyed.stream.stream,
-        move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64,
-        "Rolling",
-        Arc::clone(&ctx),
-        op,
-    );
+        key,
+    });
     DataStream { stream: updates, ctx }
 }

@@ -544,19 +544,10 @@ where
     A::Output: Data,
 {
     let ctx = Arc::clone(&keyed.stream.ctx);
-    let peers = keyed.stream.stream.scope().peers();
-    let route_key = keyed.key.clone();
-    let op = CountWindowOp {
+    let results = crate::epoch_op::keyed_epoch_operator(keyed, "CountWindow", |key| CountWindowOp {
         state: CountWindowState::new(shape, agg),
-        key: keyed.key,
-    };
-    let results = crate::epoch_op::epoch_operator(
-        keyed.stream.stream,
-        move |(_, d): &(EventTime, D)| KeyGroup::of(&route_key(d)).worker(peers) as u64,
-        "CountWindow",
-        Arc::clone(&ctx),
-        op,
-    );
+        key,
+    });
     DataStream { stream: results, ctx }
 }
 
