@@ -12,7 +12,7 @@ use riffle_core::join::{IntervalBounds, JoinKind};
 use riffle_core::window::{SessionWindows, TimeWindows};
 use riffle_core::{Error, Result, WatermarkStrategy};
 use riffle_runtime::source::RecordParser;
-use riffle_runtime::{execute, JobContext, JoinResult, Joined, SystemClock, TextSource};
+use riffle_runtime::{execute, JoinResult, Joined, TextSource};
 
 use crate::options::{millis, output_format, ExecutionArgs, FixedWindowArgs, FormatArg, ResultSink};
 
@@ -92,6 +92,10 @@ pub struct JoinArgs {
     /// Fail on the first malformed line.
     #[arg(long)]
     pub strict: bool,
+    /// Fail (after writing the results) when more than this share of the input was malformed:
+    /// a wrong input format or field name, rather than a few bad lines (1: never).
+    #[arg(long, default_value_t = 0.5)]
+    pub max_malformed_ratio: f64,
     /// Lines per chunk; the watermark advances between chunks.
     #[arg(long, default_value_t = 1024)]
     pub chunk_lines: usize,
@@ -170,7 +174,8 @@ pub fn run(args: JoinArgs) -> Result<()> {
         strategy = strategy.with_idleness(idle);
     }
     let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
-    let mut ctx = JobContext::new(args.strict, Arc::new(SystemClock));
+    crate::job_end::malformed_ratio(args.max_malformed_ratio)?;
+    let mut ctx = crate::job_end::context(args.strict);
     if let Some(path) = &args.dead_letter {
         ctx = ctx.with_dead_letter(LineSink::file(path)?);
     }
@@ -206,8 +211,8 @@ pub fn run(args: JoinArgs) -> Result<()> {
                     let _ = writeln!(out, "{{\"side\":\"{side}\",\"timestamp\":{ts},\"record\":{}}}", r.json);
                 }
             };
-            joined.late_left.write_lines(late.clone(), late_line("left"));
-            joined.late_right.write_lines(late.clone(), late_line("right"));
+            joined.late_left.write_side_lines(late.clone(), late_line("left"));
+            joined.late_right.write_side_lines(late.clone(), late_line("right"));
         }
     })?;
     sink.finish()?;
@@ -215,9 +220,5 @@ pub fn run(args: JoinArgs) -> Result<()> {
     if let Some(late) = late_sink {
         late.flush()?;
     }
-    eprintln!(
-        "riffle: join done: {} records read, {} results, {} malformed, {} late",
-        metrics.records_in, metrics.records_out, metrics.malformed, metrics.late
-    );
-    Ok(())
+    crate::job_end::finish("join", crate::job_end::RECORDS, &ctx, metrics, args.max_malformed_ratio)
 }

@@ -15,6 +15,7 @@ mod bench_checkpoint;
 mod bench_join;
 mod bench_kafka;
 mod bench_sketch;
+mod job_end;
 mod join;
 mod nexmark;
 mod options;

@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// Stop at the first malformed line instead of counting and skipping it.
     #[arg(long)]
     strict: bool,
+    /// Fail (after writing the results) when more than this share of the input was malformed:
+    /// a wrong input format or field name, rather than a few bad lines (1: never).
+    #[arg(long, default_value_t = 0.5)]
+    max_malformed_ratio: f64,
     #[command(flatten)]
     generator: GeneratorArgs,
     #[command(flatten)]
@@ -177,7 +181,8 @@ fn run_query(args: RunArgs) -> Result<()> {
             false => SourceUri::parse(&format!("file://{uri}"))?.splits(),
         })
         .transpose()?;
-    let mut ctx = JobContext::new(args.strict, Arc::new(SystemClock));
+    crate::job_end::malformed_ratio(args.max_malformed_ratio)?;
+    let mut ctx = crate::job_end::context(args.strict);
     if let Some(path) = &args.dead_letter {
         ctx = ctx.with_dead_letter(LineSink::file(path)?);
     }
@@ -205,14 +210,16 @@ fn run_query(args: RunArgs) -> Result<()> {
     })?;
     sink.finish()?;
     ctx.flush()?;
-    eprintln!(
-        "riffle: nexmark {} done: {} events read, {} rows, {} malformed, {} late",
-        query.name(),
-        metrics.records_in,
-        metrics.records_out,
-        metrics.malformed,
-        metrics.late
-    );
+    crate::job_end::finish(
+        &format!("nexmark {}", query.name()),
+        crate::job_end::Nouns {
+            input: "events",
+            output: "rows",
+        },
+        &ctx,
+        metrics,
+        args.max_malformed_ratio,
+    )?;
     Ok(())
 }
 

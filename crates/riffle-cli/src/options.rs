@@ -115,6 +115,10 @@ pub struct SourceArgs {
     /// Fail on the first malformed line instead of counting and skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Fail (after writing the results) when more than this share of the input was malformed:
+    /// a wrong --input-format or field name, rather than a few bad lines (1: never).
+    #[arg(long, default_value_t = 0.5)]
+    pub max_malformed_ratio: f64,
     /// Lines per chunk; the watermark advances between chunks.
     #[arg(long, default_value_t = 1024)]
     pub chunk_lines: usize,
@@ -234,6 +238,8 @@ pub struct TextInput {
     pub chunk_lines: usize,
     /// JSON input: where the text and the time are.
     pub json: Option<riffle_connectors::json::JsonTextFormat>,
+    /// The share of malformed input above which the job fails.
+    pub max_malformed_ratio: f64,
 }
 
 impl TextInput {
@@ -282,7 +288,8 @@ impl SourceArgs {
                 None => s,
             }
         });
-        let mut ctx = riffle_runtime::JobContext::new(self.strict, std::sync::Arc::new(riffle_runtime::SystemClock));
+        crate::job_end::malformed_ratio(self.max_malformed_ratio)?;
+        let mut ctx = crate::job_end::context(self.strict);
         if let Some(path) = &self.dead_letter {
             ctx = ctx.with_dead_letter(riffle_connectors::LineSink::file(path)?);
         }
@@ -306,6 +313,7 @@ impl SourceArgs {
             strategy,
             ctx: std::sync::Arc::new(ctx),
             chunk_lines: self.chunk_lines,
+            max_malformed_ratio: self.max_malformed_ratio,
             json: (self.input_format == InputFormat::Json).then(|| {
                 let time = (self.time == TimeArg::Event).then_some(self.time_field.as_str());
                 riffle_connectors::json::JsonTextFormat::new(&self.text_field, time)

@@ -118,6 +118,7 @@ where
     let out_sink = sink.clone();
     let ctx = Arc::clone(&input.ctx);
     let exec = input.exec.clone();
+    let max_malformed_ratio = input.max_malformed_ratio;
     let metrics = execute(exec, Arc::clone(&ctx), move |env| {
         let words = input.lines(env).flat_map(words);
         let format = format.clone();
@@ -127,11 +128,7 @@ where
     })?;
     sink.finish()?;
     ctx.flush()?;
-    eprintln!(
-        "riffle: {job} done: {} records read, {} results, {} malformed, {} late",
-        metrics.records_in, metrics.records_out, metrics.malformed, metrics.late
-    );
-    Ok(())
+    crate::job_end::finish(job, crate::job_end::RECORDS, &ctx, metrics, max_malformed_ratio)
 }
 
 /// Runs `riffle distinct`.

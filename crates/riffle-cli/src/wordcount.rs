@@ -158,7 +158,7 @@ pub fn run(args: WordcountArgs) -> Result<()> {
                     .allowed_lateness(lateness_d)
                     .aggregate_with_late(riffle_core::aggregate::Count);
                 if let Some(late_sink) = &late_sink {
-                    late.write_lines(late_sink.clone(), |ts, word, out| {
+                    late.write_side_lines(late_sink.clone(), |ts, word, out| {
                         let _ = write!(out, "{{\"timestamp\":{ts},\"word\":");
                         json_str(word, out);
                         out.extend_from_slice(b"}\n");
@@ -185,11 +185,13 @@ pub fn run(args: WordcountArgs) -> Result<()> {
     if let Some(late) = late_flush {
         late.flush()?;
     }
-    eprintln!(
-        "riffle: wordcount done: {} records read, {} results, {} malformed, {} late",
-        metrics.records_in, metrics.records_out, metrics.malformed, metrics.late
-    );
-    Ok(())
+    crate::job_end::finish(
+        "wordcount",
+        crate::job_end::RECORDS,
+        &ctx,
+        metrics,
+        args.input.max_malformed_ratio,
+    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,15 @@
 //! Line sinks: where results go as text lines.
+//!
+//! Every batch is flushed as it is written, to a file as to stdout: a streaming job's results
+//! must show up when they are produced, not when a buffer happens to fill (a batch is what a
+//! worker produced in one step, so this costs one write per step, not per line). A reader that
+//! closes the sink (`riffle … | head -1`) is not an error: the sink reports itself closed
+//! ([`LineSink::is_closed`]) and drops what follows, and the job stops cleanly.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use riffle_core::{Error, Result};
@@ -13,8 +20,8 @@ use riffle_core::{Error, Result};
 pub struct LineSink {
     name: Arc<str>,
     out: Arc<Mutex<Box<dyn Write + Send>>>,
-    /// Whether to flush after every batch (stdout: results should show up at once).
-    flush_each_batch: bool,
+    /// Set when the reader went away (a broken pipe).
+    closed: Arc<AtomicBool>,
 }
 
 impl LineSink {
@@ -23,7 +30,7 @@ impl LineSink {
         LineSink {
             name: "stdout".into(),
             out: Arc::new(Mutex::new(Box::new(std::io::stdout()))),
-            flush_each_batch: true,
+            closed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -37,7 +44,7 @@ impl LineSink {
         Ok(LineSink {
             name: path.display().to_string().into(),
             out: Arc::new(Mutex::new(Box::new(BufWriter::with_capacity(1 << 16, f)))),
-            flush_each_batch: false,
+            closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -49,36 +56,62 @@ impl LineSink {
             LineSink {
                 name: "memory".into(),
                 out: Arc::new(Mutex::new(Box::new(writer))),
-                flush_each_batch: false,
+                closed: Arc::new(AtomicBool::new(false)),
             },
             buf,
         )
     }
 
-    /// Writes a batch of text that consists of whole lines.
+    /// Where the lines go (`stdout`, a path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Writes a batch of text that consists of whole lines, and flushes it. Once the reader
+    /// has gone away (a broken pipe), drops the batch: see [`is_closed`](Self::is_closed).
+    ///
+    /// ```
+    /// let (sink, buffer) = riffle_connectors::LineSink::memory();
+    /// sink.write_batch(b"a 1\nb 2\n").unwrap();
+    /// assert_eq!(&*buffer.lock().unwrap(), b"a 1\nb 2\n");
+    /// ```
     pub fn write_batch(&self, text: &[u8]) -> Result<()> {
-        if text.is_empty() {
+        if text.is_empty() || self.is_closed() {
             return Ok(());
         }
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let res = out
-            .write_all(text)
-            .and_then(|_| if self.flush_each_batch { out.flush() } else { Ok(()) });
-        res.map_err(|source| Error::Io {
-            what: "cannot write to",
-            path: PathBuf::from(&*self.name),
-            source,
-        })
+        let res = out.write_all(text).and_then(|_| out.flush());
+        self.check(res)
+    }
+
+    /// Whether the reader has closed this sink (a pipe whose reader exited): what is written
+    /// after is dropped.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Flushes buffered lines.
     pub fn flush(&self) -> Result<()> {
+        if self.is_closed() {
+            return Ok(());
+        }
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.flush().map_err(|source| Error::Io {
-            what: "cannot write to",
-            path: PathBuf::from(&*self.name),
-            source,
-        })
+        let res = out.flush();
+        self.check(res)
+    }
+
+    fn check(&self, res: std::io::Result<()>) -> Result<()> {
+        match res {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            other => other.map_err(|source| Error::Io {
+                what: "cannot write to",
+                path: PathBuf::from(&*self.name),
+                source,
+            }),
+        }
     }
 }
 

@@ -1,5 +1,14 @@
-//! What the workers of one process share while a job runs: counters, errors, the clock and
-//! the cancellation flag.
+//! What the workers of one process share while a job runs: counters, errors, the clock, and
+//! the two ways a job ends before its input does.
+//!
+//! * **Failure** ([`JobContext::fail`]): an error (a malformed record in strict mode, a broken
+//!   connection). Sources stop, no checkpoint completes after it, and the job returns the error.
+//! * **Stop** ([`JobContext::request_stop`]): SIGINT/SIGTERM or a reader that closed stdout.
+//!   Sources record where they are (a final checkpoint when the job checkpoints), sinks write
+//!   and commit what was produced, and the job ends normally, as Flink's stop-with-savepoint.
+//!
+//! Either way the input has not ended: windows that are still open are not fired as if they
+//! were complete ([`JobContext::is_halted`]); with checkpoints they stay in the final one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,7 +76,7 @@ pub struct Metrics {
 }
 
 /// A snapshot of [`Metrics`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MetricsSnapshot {
     /// Records produced by sources.
     pub records_in: u64,
@@ -79,6 +88,18 @@ pub struct MetricsSnapshot {
     pub records_out: u64,
 }
 
+impl MetricsSnapshot {
+    /// The counters of two processes together.
+    pub fn merge(self, other: MetricsSnapshot) -> MetricsSnapshot {
+        MetricsSnapshot {
+            records_in: self.records_in + other.records_in,
+            malformed: self.malformed + other.malformed,
+            late: self.late + other.late,
+            records_out: self.records_out + other.records_out,
+        }
+    }
+}
+
 /// How many malformed records are reported one by one before only counting.
 const MALFORMED_REPORT_LIMIT: u64 = 20;
 
@@ -87,6 +108,14 @@ pub struct JobContext {
     metrics: Metrics,
     errors: Mutex<Vec<Error>>,
     cancelled: AtomicBool,
+    /// Set to stop the job cleanly; shared with whoever may ask for it (a signal handler).
+    stop: Arc<AtomicBool>,
+    /// Why the job was asked to stop, when it was by [`JobContext::request_stop`].
+    stop_reason: Mutex<Option<String>>,
+    /// Workers of this process that have finished the job's dataflow.
+    finished_workers: std::sync::atomic::AtomicUsize,
+    /// The counters summed over every process (on process 0 of a multi-process job).
+    job_total: Mutex<Option<MetricsSnapshot>>,
     strict: bool,
     clock: Arc<dyn Clock>,
     dead_letter: Option<riffle_connectors::LineSink>,
@@ -149,6 +178,10 @@ impl JobContext {
             metrics: Metrics::default(),
             errors: Mutex::new(Vec::new()),
             cancelled: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_reason: Mutex::new(None),
+            finished_workers: std::sync::atomic::AtomicUsize::new(0),
+            job_total: Mutex::new(None),
             strict,
             clock,
             dead_letter: None,
@@ -233,9 +266,77 @@ impl JobContext {
         self.cancelled.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the job should stop.
+    /// Whether the job has failed: sources stop and no checkpoint completes any more.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Stops the job when `flag` is set (by a signal handler, say), as
+    /// [`request_stop`](Self::request_stop) does.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use riffle_runtime::JobContext;
+    /// let flag = Arc::new(AtomicBool::new(false));
+    /// let ctx = JobContext::default().with_stop_flag(Arc::clone(&flag));
+    /// assert!(!ctx.stop_requested());
+    /// flag.store(true, Ordering::SeqCst);
+    /// assert!(ctx.stop_requested() && ctx.is_halted() && !ctx.is_cancelled());
+    /// ```
+    pub fn with_stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = flag;
+        self
+    }
+
+    /// Asks the job to stop cleanly, for `reason` (shown in the log and the summary): every
+    /// source records where it is and ends (with checkpoints, that is the final checkpoint),
+    /// sinks write and commit what was produced, open windows are kept, not fired.
+    pub fn request_stop(&self, reason: &str) {
+        {
+            let mut r = self.stop_reason.lock().unwrap_or_else(|p| p.into_inner());
+            if r.is_none() {
+                tracing::info!("stopping: {reason}");
+                *r = Some(reason.to_string());
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the job was asked to stop before its input ends.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Why the job stopped before its input ended, if it did.
+    pub fn stop_reason(&self) -> Option<String> {
+        if !self.stop_requested() {
+            return None;
+        }
+        let r = self.stop_reason.lock().unwrap_or_else(|p| p.into_inner());
+        Some(r.clone().unwrap_or_else(|| "interrupted by a signal".to_string()))
+    }
+
+    /// Whether the job ends before its input does (it failed or was stopped): an empty
+    /// frontier then does not mean that every window is complete.
+    pub fn is_halted(&self) -> bool {
+        self.is_cancelled() || self.stop_requested()
+    }
+
+    /// Counts a worker that has finished the dataflow; true for the last one of `workers`.
+    pub(crate) fn worker_finished(&self, workers: usize) -> bool {
+        self.finished_workers.fetch_add(1, Ordering::AcqRel) + 1 == workers
+    }
+
+    /// Records the counters summed over every process of the job.
+    pub(crate) fn set_job_total(&self, total: MetricsSnapshot) {
+        *self.job_total.lock().unwrap_or_else(|p| p.into_inner()) = Some(total);
+    }
+
+    /// The counters summed over every process of a multi-process job, on process 0 once the
+    /// job has ended (`None` elsewhere and for one process).
+    pub fn job_total(&self) -> Option<MetricsSnapshot> {
+        *self.job_total.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes the recorded errors.

@@ -29,7 +29,7 @@ use timely::dataflow::Stream;
 use crate::checkpoint::{CheckpointStore, Parts};
 use crate::context::JobContext;
 use crate::stream::{Data, Key, KeyedStream};
-use crate::time::{frontier_watermark, Time};
+use crate::time::{input_watermark, Time};
 use crate::window_op::{hold_frontier, message_time};
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
@@ -197,7 +197,9 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
                         state.apply(x, wm, &mut dirty);
                     }
                 });
-                state.fire(frontier_watermark(frontier.frontier().iter()), &mut out, &mut dirty);
+                if let Some(wm) = input_watermark(frontier.frontier(), &ctx) {
+                    state.fire(wm, &mut out, &mut dirty);
+                }
                 if !out.is_empty() {
                     if let Some(c) = held.first() {
                         output.session(c).give_iterator(out.drain(..));
@@ -253,8 +255,9 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
             // the frontier's (the frontier holds another source's older epoch at a higher
             // watermark): the state must not move past them.
             let held_back = pending.values().flatten().map(|(wm, _)| *wm).min().unwrap_or(i64::MAX);
-            let wm = frontier_watermark(frontier.frontier().iter()).min(held_back);
-            state.fire(wm, &mut out, &mut dirty);
+            if let Some(wm) = input_watermark(frontier.frontier(), &ctx) {
+                state.fire(wm.min(held_back), &mut out, &mut dirty);
+            }
             if !out.is_empty() {
                 // The open epoch's capability: a result must not belong to a later epoch than the state.
                 if let Some(c) = held.iter().min_by_key(|c| c.time().epoch) {

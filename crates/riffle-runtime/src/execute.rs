@@ -200,7 +200,32 @@ fn resolve(address: &str) -> Result<std::net::SocketAddr> {
         .ok_or_else(|| Error::Config(format!("cannot resolve cluster address '{address}'")))
 }
 
-/// Runs a job to completion and returns this process's counters. Fails with the first error
+/// Sums the counters of every process on process 0 (see [`JobContext::job_total`]), in a
+/// second dataflow once the job's has ended: the last worker of each process to finish (when
+/// every sink of the process has counted its records) sends the process's counters to worker 0.
+fn gather_job_total(worker: &mut timely::worker::Worker, ctx: &Arc<JobContext>, threads: usize) {
+    use timely::dataflow::operators::{Exchange, Inspect, ToStream};
+    let mine = if ctx.worker_finished(threads) {
+        vec![ctx.snapshot()]
+    } else {
+        Vec::new()
+    };
+    let total_ctx = Arc::clone(ctx);
+    let mut total = MetricsSnapshot::default();
+    worker.dataflow::<u64, _, _>(move |scope| {
+        mine.to_stream(scope)
+            .container::<Vec<MetricsSnapshot>>()
+            .exchange(|_| 0)
+            .inspect(move |m| {
+                total = total.merge(*m);
+                total_ctx.set_job_total(total);
+            });
+    });
+    while worker.step_or_park(Some(Duration::from_millis(50))) {}
+}
+
+/// Runs a job to completion and returns this process's counters (on process 0 of several,
+/// [`JobContext::job_total`] has every process's). Fails with the first error
 /// a worker recorded (a missing file, a refused connection, a malformed record in strict
 /// mode) or if a worker panicked.
 pub fn execute<F>(config: ExecutionConfig, ctx: Arc<JobContext>, build: F) -> Result<MetricsSnapshot>
@@ -208,15 +233,20 @@ where
     F: Fn(&mut StreamEnv<'_>) + Send + Sync + 'static,
 {
     let worker_ctx = Arc::clone(&ctx);
+    let processes = config.addresses.len().max(1);
+    let threads = config.threads;
     let (allocators, others) = config.allocators()?;
     let guards = timely::execute::execute_from(allocators, others, timely::WorkerConfig::default(), move |worker| {
         let ctx = Arc::clone(&worker_ctx);
         crate::checkpoint::reset_stateful_names();
         worker.dataflow::<Time, _, _>(|scope| {
-            let mut env = StreamEnv::new(scope, ctx);
+            let mut env = StreamEnv::new(scope, Arc::clone(&ctx));
             build(&mut env);
         });
         while worker.step_or_park(Some(Duration::from_millis(50))) {}
+        if processes > 1 {
+            gather_job_total(worker, &ctx, threads);
+        }
     })
     .map_err(|e| Error::Execution(format!("cannot start workers: {e}")))?;
     let mut panicked = None;

@@ -27,7 +27,7 @@ use timely::progress::Antichain;
 
 use crate::context::StateGauge;
 use crate::stream::{Data, DataStream, Key, KeyedStream};
-use crate::time::{frontier_watermark, Time};
+use crate::time::{input_watermark, Time};
 use crate::window_op::{hold_frontier, message_time};
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
@@ -373,9 +373,18 @@ where
                             .min()
                             .unwrap_or(i64::MAX)
                     };
+                    // A job that halted ends with empty frontiers although its inputs did not
+                    // end: the state is frozen (records still join as they come, but nothing
+                    // is evicted or fired as complete, and ordered records wait in
+                    // `pending_*`, which the final snapshot keeps).
                     let (lw, rw) = (
-                        frontier_watermark(frontier1.frontier().iter()).min(held_back(0)),
-                        frontier_watermark(frontier2.frontier().iter()).min(held_back(1)),
+                        input_watermark(frontier1.frontier(), &op_ctx),
+                        input_watermark(frontier2.frontier(), &op_ctx),
+                    );
+                    let frozen = lw.is_none() || rw.is_none();
+                    let (lw, rw) = (
+                        lw.unwrap_or(i64::MIN).min(held_back(0)),
+                        rw.unwrap_or(i64::MIN).min(held_back(1)),
                     );
                     // Ordered logic takes records once both frontiers have passed the watermark
                     // they came with, in event-time order: inputs that run ahead of each other
@@ -391,10 +400,12 @@ where
                     }
                     // Unprocessed records are on time at a watermark of at least `release`: state
                     // may only be freed up to there.
-                    if ordered {
-                        logic.advance(release, release, &mut rows);
-                    } else {
-                        logic.advance(lw, rw, &mut rows);
+                    if !frozen {
+                        if ordered {
+                            logic.advance(release, release, &mut rows);
+                        } else {
+                            logic.advance(lw, rw, &mut rows);
+                        }
                     }
                     buffer.extend(rows.drain(..).map(|(ts, o)| (ts, Out::Row(o))));
                     if !buffer.is_empty() {

@@ -256,13 +256,19 @@ pub(crate) fn commit_operator(done: Stream<'_, Time, Vec<()>>, ctx: Arc<JobConte
                     data.clear();
                 });
                 let Some(id) = sink_id else { return };
+                // Once the job has failed no checkpoint completes: an operator's state may be
+                // wrong (a restore that failed), and the sources stop without recording where.
+                if ctx.is_cancelled() {
+                    return;
+                }
                 let open = frontier.frontier().iter().map(|t| t.epoch).min();
                 let complete = match open {
                     Some(e) => {
                         last_open = last_open.max(e);
                         e.checked_sub(1)
                     }
-                    // The end of the job: the last open epoch is complete too.
+                    // The end of the job (or a stop, whose sources recorded where they were):
+                    // the last open epoch is complete too.
                     None => Some(last_open),
                 };
                 let Some(epoch) = complete else { return };

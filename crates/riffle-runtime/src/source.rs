@@ -7,7 +7,8 @@
 //! worker's watermark back until it produces data again; a worker all of whose splits are idle
 //! follows the workers of its process that have active ones. When all of a worker's splits have
 //! ended the worker drops its capability; when every worker has, the input has ended and
-//! every open window fires.
+//! every open window fires. A job that fails or is stopped drops its capabilities too, but
+//! its operators know the input did not end (`JobContext::is_halted`) and fire nothing more.
 //!
 //! In processing-time mode records are stamped with the wall clock when they are read, and
 //! the watermark follows the clock, ticking while no data arrives so that windows fire on
@@ -284,6 +285,25 @@ struct SplitState<D> {
     idle: bool,
 }
 
+/// Writes where every split of this worker is at the end of `epoch` (those still read and
+/// those `finished`), the source's part of the epoch's checkpoint.
+fn write_cut<D>(
+    store: &crate::checkpoint::CheckpointStore,
+    epoch: u64,
+    op_name: &str,
+    worker: usize,
+    splits: &[SplitState<D>],
+    finished: &[(u32, SplitCheckpoint)],
+) -> Result<()> {
+    let parts = splits
+        .iter()
+        .map(|s| (s.index, s.checkpoint(false)))
+        .chain(finished.iter().copied())
+        .map(|(i, c)| Ok((i, crate::checkpoint::encode(&c)?)))
+        .collect::<Result<Vec<(u32, Vec<u8>)>>>()?;
+    store.write(epoch, op_name, worker, parts, crate::checkpoint::SnapshotKind::Full)
+}
+
 /// Records per chunk: the watermark advances between chunks.
 pub const DEFAULT_CHUNK_LINES: usize = 1024;
 
@@ -361,6 +381,21 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                 cap = None;
                 return;
             }
+            if ctx.stop_requested() {
+                // A clean stop: the open epoch ends here, with every split's position (the
+                // final checkpoint), and its records go on through the dataflow as usual.
+                if let Some(store) = &store {
+                    if let Err(e) = write_cut(store, epoch, &op_name, worker, &splits, &finished) {
+                        ctx.fail(e);
+                    }
+                }
+                tracing::info!(
+                    "{op_name} on worker {worker}: stopped, {} split(s) not read to the end",
+                    splits.len()
+                );
+                cap = None;
+                return;
+            }
             let started = Instant::now();
             let mut more_now = false;
             let mut got_records = false;
@@ -372,6 +407,12 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                 for _ in 0..16 {
                     let split = &mut splits[i];
                     match split.reader.poll(chunk) {
+                        // A record of this chunk failed the job (strict mode): nothing of
+                        // the chunk leaves, and the watermark stays where it was.
+                        Ok(SplitPoll::Records(_)) if ctx.is_cancelled() => {
+                            cap = None;
+                            return;
+                        }
                         Ok(SplitPoll::Records(mut records)) => {
                             got_records = true;
                             let now = ctx.clock().now_millis();
@@ -419,20 +460,16 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                     i += 1;
                 }
             }
+            if ctx.is_cancelled() {
+                cap = None;
+                return;
+            }
             // Cut the epoch here, between chunks: record every split's position for the
             // epoch whose records were all emitted, then move on to the next one. The last
             // cut, once every split has ended, records where they ended.
             if let Some(store) = &store {
                 if splits.is_empty() || last_cut.elapsed() >= store.config().interval {
-                    let parts: Result<Vec<(u32, Vec<u8>)>> = splits
-                        .iter()
-                        .map(|s| (s.index, s.checkpoint(false)))
-                        .chain(finished.iter().copied())
-                        .map(|(i, c)| Ok((i, crate::checkpoint::encode(&c)?)))
-                        .collect();
-                    if let Err(e) = parts.and_then(|parts| {
-                        store.write(epoch, &op_name, worker, parts, crate::checkpoint::SnapshotKind::Full)
-                    }) {
+                    if let Err(e) = write_cut(store, epoch, &op_name, worker, &splits, &finished) {
                         ctx.fail(e);
                     }
                     epoch += 1;

@@ -405,8 +405,25 @@ impl<'s, D: Data> DataStream<'s, D> {
     }
 
     /// Formats every record with `format` (which appends one line, newline included) and
-    /// writes the lines to `sink` batch by batch.
-    pub fn write_lines(self, sink: LineSink, mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
+    /// writes the lines to `sink` batch by batch, each flushed when written. The records are
+    /// the job's results (counted in `records_out`). A sink whose reader went away (stdout
+    /// into `head`) stops the job cleanly.
+    pub fn write_lines(self, sink: LineSink, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
+        self.write_lines_as(sink, format, true)
+    }
+
+    /// As [`write_lines`](Self::write_lines) for a side output, such as the records later than
+    /// the allowed lateness: its records are not counted as results.
+    pub fn write_side_lines(self, sink: LineSink, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
+        self.write_lines_as(sink, format, false)
+    }
+
+    fn write_lines_as(
+        self,
+        sink: LineSink,
+        mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static,
+        results: bool,
+    ) {
         let ctx = Arc::clone(&self.ctx);
         let commit_ctx = Arc::clone(&self.ctx);
         let done = self
@@ -417,9 +434,15 @@ impl<'s, D: Data> DataStream<'s, D> {
                     input.for_each(|cap, data| {
                         // One token per message: the commit operator learns the epochs.
                         output.session(&cap).give(());
-                        ctx.metrics()
-                            .records_out
-                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        if sink.is_closed() {
+                            data.clear();
+                            return;
+                        }
+                        if results {
+                            ctx.metrics()
+                                .records_out
+                                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
                         for (ts, d) in data.iter() {
                             format(*ts, d, &mut buffer);
                             if buffer.len() > 60_000 {
@@ -435,6 +458,9 @@ impl<'s, D: Data> DataStream<'s, D> {
                         ctx.fail(e);
                     }
                     buffer.clear();
+                    if sink.is_closed() && !ctx.stop_requested() {
+                        ctx.request_stop(&format!("the reader of {} closed it", sink.name()));
+                    }
                 }
             });
         // With checkpoints, this sink is at least once: it completes checkpoints but commits
