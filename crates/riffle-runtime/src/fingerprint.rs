@@ -114,11 +114,15 @@ impl JobFingerprint {
     }
 
     /// Whether this job may restore a checkpoint in `dir` taken by a job with the fingerprint
-    /// `taken`: a [`Error::Config`] naming every difference if not.
+    /// `taken`: a [`Error::Config`] naming every difference if not (only the job kind when
+    /// that differs: the settings of another kind of job are beside the point).
     pub fn check_restore(&self, taken: &JobFingerprint, dir: &Path) -> Result<()> {
-        let diffs = self.differences(taken);
+        let mut diffs = self.differences(taken);
         if diffs.is_empty() {
             return Ok(());
+        }
+        if diffs[0].field == JOB_FIELD {
+            diffs.truncate(1);
         }
         let list: Vec<String> = diffs.iter().map(ToString::to_string).collect();
         Err(Error::Config(format!(
@@ -236,6 +240,8 @@ mod tests {
             "it was taken by a riffle wordcount job; this job is riffle topk"
         );
         assert_eq!(diffs.len(), 2, "the kind and --k: {diffs:?}");
+        let e = now.check_restore(&taken, Path::new("ck")).expect_err("refused").to_string();
+        assert!(!e.contains("--k"), "only the kind is named: {e}");
     }
 
     #[test]
