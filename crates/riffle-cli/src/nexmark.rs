@@ -222,7 +222,9 @@ fn run_query(args: RunArgs) -> Result<()> {
     // The checkpoint store before anything is written (the dead-letter file, the sink): a
     // checkpoint of another query or other events is refused with nothing changed.
     let fingerprint = args.fingerprint(&config, splits);
-    let store = args.checkpoints.open(fingerprint, input.as_deref().unwrap_or_default())?;
+    let store = args
+        .checkpoints
+        .open(fingerprint, input.as_deref().unwrap_or_default())?;
     let mut ctx = JobContext::new(args.strict, Arc::new(SystemClock));
     if let Some(path) = &args.dead_letter {
         ctx = ctx.with_dead_letter(LineSink::file(path)?);

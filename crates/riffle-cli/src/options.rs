@@ -147,7 +147,11 @@ impl CheckpointArgs {
     /// state depends on `fingerprint` (`None` without `--checkpoint-dir`). Fails, before
     /// anything is written, on a split that cannot be replayed or on a checkpoint taken by
     /// another job.
-    pub fn open(&self, fingerprint: JobFingerprint, splits: &[riffle_connectors::SplitSpec]) -> Result<Option<CheckpointStore>> {
+    pub fn open(
+        &self,
+        fingerprint: JobFingerprint,
+        splits: &[riffle_connectors::SplitSpec],
+    ) -> Result<Option<CheckpointStore>> {
         let Some(dir) = &self.checkpoint_dir else {
             return Ok(None);
         };

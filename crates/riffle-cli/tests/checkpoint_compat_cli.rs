@@ -17,7 +17,16 @@ fn generate(path: &Path, lines: u64) {
     let out = std::fs::File::create(path).expect("create input");
     let status = riffle()
         .args(["generate", "words", "--lines", &lines.to_string()])
-        .args(["--words-per-line", "3", "--vocabulary", "500", "--step", "1", "--disorder", "300"])
+        .args([
+            "--words-per-line",
+            "3",
+            "--vocabulary",
+            "500",
+            "--step",
+            "1",
+            "--disorder",
+            "300",
+        ])
         .stdout(out)
         .status()
         .expect("riffle generate");
@@ -48,12 +57,20 @@ fn listing(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// with checkpoints into `ckpt`, every 20 ms unless `extra` says otherwise, then `extra`.
 fn job(kind: &str, input: &Path, ckpt: &Path, extra: &[&str]) -> Command {
     let mut cmd = riffle();
-    cmd.args([kind, "--time", "event", "--out-of-orderness", "500ms", "--format", "json"])
-        .arg("--source")
-        .arg(format!("file://{}", input.display()))
-        .arg("--checkpoint-dir")
-        .arg(ckpt)
-        .args(extra);
+    cmd.args([
+        kind,
+        "--time",
+        "event",
+        "--out-of-orderness",
+        "500ms",
+        "--format",
+        "json",
+    ])
+    .arg("--source")
+    .arg(format!("file://{}", input.display()))
+    .arg("--checkpoint-dir")
+    .arg(ckpt)
+    .args(extra);
     if !extra.contains(&"--checkpoint-interval") {
         cmd.args(["--checkpoint-interval", "20ms"]);
     }
@@ -61,7 +78,10 @@ fn job(kind: &str, input: &Path, ckpt: &Path, extra: &[&str]) -> Command {
 }
 
 fn output(cmd: &mut Command) -> Output {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("riffle runs")
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("riffle runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -105,10 +125,16 @@ fn another_window_is_refused_naming_both_values_and_nothing_is_written() {
     let (input, ckpt) = finished_wordcount(dir.path());
     let (out, dead) = (dir.path().join("out"), dir.path().join("dead.jsonl"));
     let mut cmd = job("wordcount", &input, &ckpt, &["--window", "5s"]);
-    cmd.arg("--dead-letter").arg(&dead).arg("--sink").arg(format!("file://{}", out.display()));
+    cmd.arg("--dead-letter")
+        .arg(&dead)
+        .arg("--sink")
+        .arg(format!("file://{}", out.display()));
     let err = refused(&mut cmd, &[&ckpt], &[&out, &dead]);
     assert!(err.contains("--window 10s") && err.contains("--window 5s"), "{err}");
-    assert!(err.contains(&ckpt.display().to_string()), "the directory is named: {err}");
+    assert!(
+        err.contains(&ckpt.display().to_string()),
+        "the directory is named: {err}"
+    );
     // The same window spelt otherwise is the same window.
     succeeds(&mut job("wordcount", &input, &ckpt, &["--window", "10000ms"]));
     // Sliding windows of the same size are another job.
@@ -142,11 +168,7 @@ fn topk_on_a_wordcount_checkpoint_is_refused_naming_the_job_kinds_every_time() {
     let (input, ckpt) = finished_wordcount(dir.path());
     // Twice: a refused run leaves nothing that would let the next one "succeed".
     for _ in 0..2 {
-        let err = refused(
-            &mut job("topk", &input, &ckpt, &["--window", "10s"]),
-            &[&ckpt],
-            &[],
-        );
+        let err = refused(&mut job("topk", &input, &ckpt, &["--window", "10s"]), &[&ckpt], &[]);
         assert!(err.contains("riffle wordcount") && err.contains("riffle topk"), "{err}");
     }
 }
@@ -213,7 +235,15 @@ fn safe_changes_are_accepted_and_resume_exactly() {
     let window = ["--window", "5s", "--slide", "1s"];
     let mut oracle = riffle();
     oracle
-        .args(["wordcount", "--time", "event", "--out-of-orderness", "500ms", "--format", "json"])
+        .args([
+            "wordcount",
+            "--time",
+            "event",
+            "--out-of-orderness",
+            "500ms",
+            "--format",
+            "json",
+        ])
         .arg("--source")
         .arg(format!("file://{}", input.display()))
         .args(window)
@@ -224,7 +254,10 @@ fn safe_changes_are_accepted_and_resume_exactly() {
     let (ckpt, out) = (dir.path().join("ck"), dir.path().join("out"));
     let sink = format!("file://{}", out.display());
     let mut first = job("wordcount", &input, &ckpt, &window);
-    first.args(["-w", "3", "--sink", &sink]).stdout(Stdio::null()).stderr(Stdio::null());
+    first
+        .args(["-w", "3", "--sink", &sink])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = first.spawn().expect("riffle starts");
     kill_after_a_checkpoint(&mut child, &ckpt);
     // Other workers, checkpoint interval, retention, chunk size, strictness and dead letters.
@@ -236,7 +269,10 @@ fn safe_changes_are_accepted_and_resume_exactly() {
         .arg(dir.path().join("dead.jsonl"));
     let o = succeeds(&mut second);
     assert!(stderr(&o).contains("resuming from checkpoint"), "{}", stderr(&o));
-    assert!(committed(&out) == expected, "the resumed output equals the uninterrupted run");
+    assert!(
+        committed(&out) == expected,
+        "the resumed output equals the uninterrupted run"
+    );
     // Another sink: the finished job resumes (at its end) into a file.
     let mut third = job("wordcount", &input, &ckpt, &window);
     third.args(["-w", "2", "--output"]).arg(dir.path().join("more.jsonl"));
@@ -276,7 +312,12 @@ fn checkpoint_flags_out_of_range_and_inputs_that_cannot_be_replayed_are_refused_
     // A socket: named with its address, and not even connected to.
     let address = format!("127.0.0.1:{}", common::free_port());
     let o = riffle()
-        .args(["wordcount", "--source", &format!("socket://{address}"), "--checkpoint-dir"])
+        .args([
+            "wordcount",
+            "--source",
+            &format!("socket://{address}"),
+            "--checkpoint-dir",
+        ])
         .arg(&ckpt)
         .output()
         .expect("riffle runs");
@@ -310,11 +351,7 @@ fn a_savepoint_carries_the_fingerprint_and_never_overwrites_a_directory() {
     assert!(stderr(&o).contains(&save.display().to_string()), "{}", stderr(&o));
     assert!(listing(&save) == before);
     // Restoring from the savepoint is checked as from the checkpoints.
-    let err = refused(
-        &mut job("wordcount", &input, &save, &["--window", "5s"]),
-        &[&save],
-        &[],
-    );
+    let err = refused(&mut job("wordcount", &input, &save, &["--window", "5s"]), &[&save], &[]);
     assert!(err.contains("--window 10s") && err.contains("--window 5s"), "{err}");
     succeeds(&mut job("wordcount", &input, &save, &["--window", "10s"]));
 }
@@ -322,7 +359,9 @@ fn a_savepoint_carries_the_fingerprint_and_never_overwrites_a_directory() {
 /// `riffle nexmark run --query Q` over 2 M generated events at 100 000 events/s.
 fn nexmark(query: &str) -> Command {
     let mut cmd = riffle();
-    cmd.args(["nexmark", "run", "--query", query, "--events", "2000000", "--rate", "100000"]);
+    cmd.args([
+        "nexmark", "run", "--query", query, "--events", "2000000", "--rate", "100000",
+    ]);
     cmd
 }
 
@@ -335,7 +374,10 @@ fn nexmark_run_resumes_from_its_checkpoints_onto_another_worker_count() {
         assert!(o.status.success(), "{}", stderr(&o));
         let expected = sorted_lines(&o);
         assert!(!expected.is_empty());
-        let (ckpt, out) = (dir.path().join(format!("ck-{query}")), dir.path().join(format!("out-{query}")));
+        let (ckpt, out) = (
+            dir.path().join(format!("ck-{query}")),
+            dir.path().join(format!("out-{query}")),
+        );
         let checkpointed = |workers: &str| {
             let mut cmd = nexmark(query);
             cmd.args(["-w", workers, "--checkpoint-interval", "20ms", "--checkpoint-dir"])
@@ -353,11 +395,41 @@ fn nexmark_run_resumes_from_its_checkpoints_onto_another_worker_count() {
         // One worker now: the generator keeps the checkpoint's two splits.
         let o = succeeds(&mut checkpointed("1"));
         assert!(stderr(&o).contains("resuming from checkpoint"), "{}", stderr(&o));
-        assert!(committed(&out) == expected, "{query}: resumed output differs from the uninterrupted run");
+        assert!(
+            committed(&out) == expected,
+            "{query}: resumed output differs from the uninterrupted run"
+        );
         // Another query on the same checkpoints is refused, naming both.
         let mut other = nexmark("q2");
         other.args(["--checkpoint-dir"]).arg(&ckpt);
         let err = refused(&mut other, &[&ckpt, &out], &[]);
-        assert!(err.contains(&format!("--query {query}")) && err.contains("--query q2"), "{err}");
+        assert!(
+            err.contains(&format!("--query {query}")) && err.contains("--query q2"),
+            "{err}"
+        );
+    }
+}
+
+/// Found while writing the test above: with checkpoints on, the queries that window the output
+/// of a window (q5: counts per auction, then the top count; q8: distinct people and sellers,
+/// then a window join) count records of the second stage as late and lose rows, without any
+/// restore and whatever the interval (q5 over 2 M events: 8 rows and 300 020 late instead of
+/// 15 rows). q3 and q11 (one stateful stage) are exact. The window operators belong to
+/// another change; this test shows the defect until it is fixed.
+#[test]
+#[ignore = "known defect: chained windows lose records as late with checkpoints on"]
+fn nexmark_chained_windows_with_checkpoints_equal_the_run_without() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for query in ["q5", "q8"] {
+        let o = nexmark(query).args(["-w", "2"]).output().expect("riffle runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let expected = sorted_lines(&o);
+        let ckpt = dir.path().join(format!("ck-{query}"));
+        let mut cmd = nexmark(query);
+        cmd.args(["-w", "2", "--checkpoint-interval", "1h", "--checkpoint-dir"])
+            .arg(&ckpt);
+        let o = cmd.output().expect("riffle runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(sorted_lines(&o), expected, "{query} with checkpoints: {}", stderr(&o));
     }
 }

@@ -274,8 +274,8 @@ impl CheckpointStore {
             if !manifest.exists() {
                 continue;
             }
-            let loaded = Self::load(&config.dir, &manifest)
-                .and_then(|r| Ok((r, read_fingerprint(&config.dir, epoch)?)));
+            let loaded =
+                Self::load(&config.dir, &manifest).and_then(|r| Ok((r, read_fingerprint(&config.dir, epoch)?)));
             match loaded {
                 Ok((r, taken)) => {
                     match taken {
@@ -516,7 +516,10 @@ impl CheckpointStore {
         })?;
         // The fingerprint first: a checkpoint is complete (and restorable) once its manifest
         // exists, and then it has its fingerprint.
-        write_atomically(&dir.join(FINGERPRINT_FILE), self.config.fingerprint.to_json()?.as_bytes())?;
+        write_atomically(
+            &dir.join(FINGERPRINT_FILE),
+            self.config.fingerprint.to_json()?.as_bytes(),
+        )?;
         write_atomically(&dir.join("MANIFEST"), &seal(MANIFEST_MAGIC, &body))
     }
 
@@ -823,7 +826,9 @@ mod tests {
                 .expect("write");
             store.sink_complete(sink, epoch).expect("complete");
         }
-        store.write(2, "op", 0, vec![(1, vec![2])], SnapshotKind::Full).expect("write");
+        store
+            .write(2, "op", 0, vec![(1, vec![2])], SnapshotKind::Full)
+            .expect("write");
     }
 
     #[test]
@@ -885,7 +890,10 @@ mod tests {
         );
         let mut other = config(&to);
         other.fingerprint = JobFingerprint::new("test");
-        assert!(CheckpointStore::open(other).is_err(), "a restore from the savepoint is checked");
+        assert!(
+            CheckpointStore::open(other).is_err(),
+            "a restore from the savepoint is checked"
+        );
         // An existing savepoint (or any non-empty directory, or a file) is not overwritten.
         let before = listing(&to);
         let e = savepoint(&ck, &to).err().expect("refused");

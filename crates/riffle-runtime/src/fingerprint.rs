@@ -135,7 +135,8 @@ impl JobFingerprint {
 
     /// The fingerprint as the JSON object a checkpoint stores (one field per line).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|e| Error::Execution(format!("cannot encode a job fingerprint: {e}")))
+        serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Execution(format!("cannot encode a job fingerprint: {e}")))
     }
 
     /// Reads a fingerprint from the JSON object of `path` (for error messages).
@@ -175,7 +176,11 @@ impl fmt::Display for FingerprintDifference {
             Some(v) => format!("has {} {v}", self.field),
             None => format!("has no {}", self.field),
         };
-        write!(f, "it was taken by a job {}; this job {this}", setting(&self.checkpoint))
+        write!(
+            f,
+            "it was taken by a job {}; this job {this}",
+            setting(&self.checkpoint)
+        )
     }
 }
 
@@ -194,7 +199,9 @@ mod tests {
     fn equal_fingerprints_have_no_difference() {
         assert!(wordcount().differences(&wordcount()).is_empty());
         assert!(wordcount().check_restore(&wordcount(), Path::new("ck")).is_ok());
-        assert!(JobFingerprint::default().differences(&JobFingerprint::default()).is_empty());
+        assert!(JobFingerprint::default()
+            .differences(&JobFingerprint::default())
+            .is_empty());
     }
 
     #[test]
@@ -240,7 +247,10 @@ mod tests {
             "it was taken by a riffle wordcount job; this job is riffle topk"
         );
         assert_eq!(diffs.len(), 2, "the kind and --k: {diffs:?}");
-        let e = now.check_restore(&taken, Path::new("ck")).expect_err("refused").to_string();
+        let e = now
+            .check_restore(&taken, Path::new("ck"))
+            .expect_err("refused")
+            .to_string();
         assert!(!e.contains("--k"), "only the kind is named: {e}");
     }
 
@@ -250,7 +260,10 @@ mod tests {
         let json = f.to_json().expect("encode");
         assert!(json.contains("\"--window\": \"10s\""), "{json}");
         assert!(json.contains("\"job\": \"riffle wordcount\""), "{json}");
-        assert_eq!(JobFingerprint::from_json(&json, Path::new("job.json")).expect("decode"), f);
+        assert_eq!(
+            JobFingerprint::from_json(&json, Path::new("job.json")).expect("decode"),
+            f
+        );
         assert!(JobFingerprint::from_json("{\"a\": 1", Path::new("job.json")).is_err());
     }
 }
