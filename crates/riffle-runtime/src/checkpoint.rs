@@ -896,7 +896,7 @@ mod tests {
         );
         // An existing savepoint (or any non-empty directory, or a file) is not overwritten.
         let before = listing(&to);
-        let e = savepoint(&ck, &to).err().expect("refused");
+        let e = savepoint(&ck, &to).expect_err("refused");
         assert!(e.to_string().contains(&to.display().to_string()), "{e}");
         assert_eq!(listing(&to), before);
         let file = dir.path().join("file");
