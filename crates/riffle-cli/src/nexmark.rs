@@ -13,9 +13,10 @@ use std::time::Instant;
 use riffle_connectors::{LineSink, SourceUri};
 use riffle_core::{Error, Result};
 use riffle_nexmark::{batch, build, source, Event, GeneratorConfig, Query};
+use riffle_runtime::checkpoint::JobFingerprint;
 use riffle_runtime::{execute, ExecutionConfig, JobContext, SystemClock};
 
-use crate::options::{ExecutionArgs, ResultSink};
+use crate::options::{CheckpointArgs, ExecutionArgs, ResultSink};
 
 /// The `riffle nexmark` subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -87,7 +88,8 @@ pub struct RunArgs {
     /// Read events from JSON lines (a file, a folder, or any source URI of riffle).
     #[arg(long)]
     input: Option<String>,
-    /// Generator splits (default: one per worker); the results do not depend on it.
+    /// Generator splits (default: one per worker, or the restored checkpoint's); the results
+    /// do not depend on it.
     #[arg(long)]
     splits: Option<u64>,
     /// Row format.
@@ -112,7 +114,43 @@ pub struct RunArgs {
     #[command(flatten)]
     generator: GeneratorArgs,
     #[command(flatten)]
+    checkpoints: CheckpointArgs,
+    #[command(flatten)]
     execution: ExecutionArgs,
+}
+
+impl RunArgs {
+    /// The generator's split count: `--splits`; with checkpoints and without it, the restored
+    /// checkpoint's (a split's checkpointed position counts its own events, so it means
+    /// something only with the same split count; the worker count may change); otherwise one
+    /// per worker of the job.
+    fn split_count(&self) -> Result<Option<u64>> {
+        if self.splits.is_some() || self.input.is_some() {
+            return Ok(self.splits);
+        }
+        let Some(dir) = &self.checkpoints.checkpoint_dir else {
+            return Ok(None);
+        };
+        let restored = riffle_runtime::checkpoint::CheckpointStore::peek_fingerprint(dir)?
+            .and_then(|f| f.get("--splits").and_then(|n| n.parse().ok()));
+        let workers = self.execution.workers.max(1) * self.execution.processes.max(1);
+        Ok(Some(restored.unwrap_or(workers as u64)))
+    }
+
+    /// What the query's state depends on: the query and its events (the generator's options
+    /// and split count, or the input).
+    fn fingerprint(&self, config: &GeneratorConfig, splits: Option<u64>) -> JobFingerprint {
+        let job = JobFingerprint::new("riffle nexmark run").with("--query", self.query.name());
+        match &self.input {
+            Some(input) => job.with("--input", input),
+            None => job
+                .with_opt("--events", self.events)
+                .with("--rate", config.rate)
+                .with("--base-time", config.base_time)
+                .with("--first-event-id", config.first_event_id)
+                .with_opt("--splits", splits),
+        }
+    }
 }
 
 /// Arguments of `riffle nexmark bench`.
@@ -181,14 +219,27 @@ fn run_query(args: RunArgs) -> Result<()> {
             false => SourceUri::parse(&format!("file://{uri}"))?.splits(),
         })
         .transpose()?;
+    let splits = args.split_count()?;
+    if splits == Some(0) {
+        return Err(Error::Config("--splits must be at least 1".into()));
+    }
+    // The checkpoint store before anything is written (the dead-letter file, the sink): a
+    // checkpoint of another query or other events is refused with nothing changed.
+    let fingerprint = args.fingerprint(&config, splits);
+    let store = args
+        .checkpoints
+        .open(fingerprint, input.as_deref().unwrap_or_default())?;
     crate::job_end::malformed_ratio(args.max_malformed_ratio)?;
     let mut ctx = crate::job_end::context(args.strict);
     if let Some(path) = &args.dead_letter {
         ctx = ctx.with_dead_letter(LineSink::file(path)?);
     }
+    if let Some(store) = store {
+        ctx = ctx.with_checkpoints(store);
+    }
     let ctx = Arc::new(ctx);
     let sink = ResultSink::new(&args.output, &args.sink, &ctx, &exec)?;
-    let (query, events, splits) = (args.query, args.events.unwrap_or(0), args.splits);
+    let (query, events) = (args.query, args.events.unwrap_or(0));
     let out = sink.clone();
     let metrics = execute(exec, Arc::clone(&ctx), move |env| {
         let stream = match &input {

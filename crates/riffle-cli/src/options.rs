@@ -2,6 +2,7 @@
 
 use riffle_core::duration::parse_millis;
 use riffle_core::{Error, Result};
+use riffle_runtime::checkpoint::{CheckpointConfig, CheckpointStore, JobFingerprint};
 use riffle_runtime::ExecutionConfig;
 
 /// Where the job runs.
@@ -122,8 +123,19 @@ pub struct SourceArgs {
     /// Lines per chunk; the watermark advances between chunks.
     #[arg(long, default_value_t = 1024)]
     pub chunk_lines: usize,
+    #[command(flatten)]
+    pub checkpoints: CheckpointArgs,
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+/// Checkpoints of a job (the text jobs and `nexmark run`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckpointArgs {
     /// Take consistent checkpoints into this directory, and resume from its newest complete
     /// one when started again (after a crash or a stop; also onto another number of workers).
+    /// A checkpoint is only restored into the job that took it: another window, source or
+    /// job kind is refused (other workers, processes, sinks or checkpoint flags are fine).
     #[arg(long)]
     pub checkpoint_dir: Option<std::path::PathBuf>,
     /// Time between checkpoints.
@@ -132,8 +144,72 @@ pub struct SourceArgs {
     /// Complete checkpoints to keep (at least 2).
     #[arg(long, default_value_t = 3, requires = "checkpoint_dir")]
     pub retain_checkpoints: usize,
-    #[command(flatten)]
-    pub execution: ExecutionArgs,
+}
+
+impl CheckpointArgs {
+    /// Validates the flags and opens the checkpoint store of a job reading `splits` whose
+    /// state depends on `fingerprint` (`None` without `--checkpoint-dir`). Fails, before
+    /// anything is written, on a split that cannot be replayed or on a checkpoint taken by
+    /// another job.
+    pub fn open(
+        &self,
+        fingerprint: JobFingerprint,
+        splits: &[riffle_connectors::SplitSpec],
+    ) -> Result<Option<CheckpointStore>> {
+        let Some(dir) = &self.checkpoint_dir else {
+            return Ok(None);
+        };
+        let interval = parse_millis(&self.checkpoint_interval)
+            .map_err(|e| Error::Config(format!("--checkpoint-interval: {e}")))?;
+        if interval <= 0 {
+            return Err(Error::Config(
+                "--checkpoint-interval must be at least 1ms (0 would cut a checkpoint between any two chunks)".into(),
+            ));
+        }
+        // One would do while nothing goes wrong, but a restore falls back to the previous
+        // checkpoint when the newest one is damaged (a torn write, a bad disk block): with one
+        // kept there is nothing to fall back to, and the job would have to start over.
+        if self.retain_checkpoints < 2 {
+            return Err(Error::Config(format!(
+                "--retain-checkpoints must be at least 2, got {} (the previous checkpoint is the fallback when the newest one is found damaged)",
+                self.retain_checkpoints
+            )));
+        }
+        if let Some(split) = splits.iter().find(|s| !s.is_replayable()) {
+            let what = match split {
+                riffle_connectors::SplitSpec::Stdin => "standard input".to_string(),
+                other => format!("the socket {}", other.name()),
+            };
+            return Err(Error::Config(format!(
+                "--checkpoint-dir: the job reads {what}, which cannot be read again from a checkpoint (what it sent before a restart is gone); write the input to a file and read that (file://PATH), or use a Kafka topic"
+            )));
+        }
+        let store = CheckpointStore::open(CheckpointConfig {
+            dir: dir.clone(),
+            interval: std::time::Duration::from_millis(interval as u64),
+            retain: self.retain_checkpoints,
+            fingerprint,
+        })?;
+        if let Some(e) = store.restored_epoch() {
+            tracing::warn!("resuming from checkpoint {e} in {}", dir.display());
+        }
+        Ok(Some(store))
+    }
+}
+
+/// The value of a duration flag as a fingerprint stores it (`10s` for `10000ms` too).
+pub fn duration_field(flag: &str, value: &Option<String>) -> Result<Option<String>> {
+    Ok(millis(flag, value)?.map(|ms| {
+        let d = std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        humantime::format_duration(d).to_string()
+    }))
+}
+
+/// The name of a flag's value as the command line spells it (`event` for `TimeArg::Event`).
+pub fn value_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// Where a job's results go: lines to stdout or a file (at least once with checkpoints), the
@@ -265,9 +341,32 @@ impl TextInput {
 }
 
 impl SourceArgs {
+    /// Adds what the state of a job depends on of its input to `job`: the source, how its
+    /// lines are read, the time characteristic and the out-of-orderness (the watermark that
+    /// decided which windows fired). The idle timeout, strictness, dead letters and chunk size
+    /// are safe to change.
+    pub fn fingerprint(&self, job: JobFingerprint) -> Result<JobFingerprint> {
+        let json = self.input_format == InputFormat::Json;
+        let event = self.time == TimeArg::Event;
+        Ok(job
+            .with("--source", &self.source)
+            .with("--input-format", value_name(self.input_format))
+            .with_opt("--text-field", json.then_some(&self.text_field))
+            .with_opt("--time-field", (json && event).then_some(&self.time_field))
+            .with("--time", value_name(self.time))
+            .with_opt(
+                "--out-of-orderness",
+                match event {
+                    true => duration_field("out-of-orderness", &self.out_of_orderness)?.or(Some("0s".into())),
+                    false => None,
+                },
+            ))
+    }
+
     /// Validates the options and opens what must exist before the job starts. `lateness` is the
-    /// job's own lateness flag (event time only), checked here with the others.
-    pub fn open(&self, lateness: &Option<String>) -> Result<TextInput> {
+    /// job's own lateness flag (event time only), checked here with the others; `job` is the
+    /// fingerprint of the job's own settings, to which the input's are added.
+    pub fn open(&self, lateness: &Option<String>, job: JobFingerprint) -> Result<TextInput> {
         let exec = self.execution.config()?;
         let uri = riffle_connectors::SourceUri::parse(&self.source)?;
         // Fail fast, with the path, on a missing file (sockets are connected by the reader).
@@ -288,23 +387,15 @@ impl SourceArgs {
                 None => s,
             }
         });
+        // The checkpoint store first: a checkpoint of another job is refused before anything
+        // (the dead-letter file, the sinks) is created.
+        let store = self.checkpoints.open(self.fingerprint(job)?, &splits)?;
         crate::job_end::malformed_ratio(self.max_malformed_ratio)?;
         let mut ctx = crate::job_end::context(self.strict);
         if let Some(path) = &self.dead_letter {
             ctx = ctx.with_dead_letter(riffle_connectors::LineSink::file(path)?);
         }
-        if let Some(dir) = &self.checkpoint_dir {
-            let interval = riffle_core::duration::parse_millis(&self.checkpoint_interval)
-                .map_err(|e| Error::Config(format!("--checkpoint-interval: {e}")))?;
-            let store =
-                riffle_runtime::checkpoint::CheckpointStore::open(riffle_runtime::checkpoint::CheckpointConfig {
-                    dir: dir.clone(),
-                    interval: std::time::Duration::from_millis(interval.max(1) as u64),
-                    retain: self.retain_checkpoints.max(2),
-                })?;
-            if let Some(e) = store.restored_epoch() {
-                tracing::warn!("resuming from checkpoint {e} in {}", dir.display());
-            }
+        if let Some(store) = store {
             ctx = ctx.with_checkpoints(store);
         }
         Ok(TextInput {
@@ -334,6 +425,13 @@ pub struct FixedWindowArgs {
 }
 
 impl FixedWindowArgs {
+    /// Adds the windows to a job's fingerprint (`--window`, `--slide`, normalised).
+    pub fn fingerprint(&self, job: JobFingerprint) -> Result<JobFingerprint> {
+        Ok(job
+            .with_opt("--window", duration_field("window", &self.window)?)
+            .with_opt("--slide", duration_field("slide", &self.slide)?))
+    }
+
     /// The windows: tumbling, sliding or global.
     pub fn windows(&self) -> Result<riffle_core::window::TimeWindows> {
         use riffle_core::window::{GlobalWindows, SlidingWindows, TumblingWindows};

@@ -12,6 +12,7 @@ use compact_str::CompactString;
 use riffle_core::aggregate::Aggregate;
 use riffle_core::window::{TimeWindows, Window};
 use riffle_core::{Error, Result};
+use riffle_runtime::checkpoint::JobFingerprint;
 use riffle_runtime::{execute, WindowResult};
 use riffle_sketch::counting_bloom::BloomDistinct;
 use riffle_sketch::{ApproxDistinct, ExactDistinct, TopK};
@@ -133,7 +134,16 @@ where
 
 /// Runs `riffle distinct`.
 pub fn run_distinct(args: DistinctArgs) -> Result<()> {
-    let input = args.input.open(&None)?;
+    // The sketch's state depends on the method and its parameters.
+    let job = JobFingerprint::new("riffle distinct").with("--method", args.method.name());
+    let job = match args.method {
+        DistinctMethod::Exact => job,
+        DistinctMethod::Hll => job.with("--precision", args.precision),
+        DistinctMethod::Bloom => job
+            .with("--expected-items", args.expected_items)
+            .with("--fp-rate", args.fp_rate),
+    };
+    let input = args.input.open(&None, args.windows.fingerprint(job)?)?;
     let windows = args.windows.windows()?;
     let (method, json) = (args.method, output_format(args.format, &args.sink) == FormatArg::Json);
     let name = method.name();
@@ -173,7 +183,10 @@ pub fn run_distinct(args: DistinctArgs) -> Result<()> {
 
 /// Runs `riffle topk`.
 pub fn run_topk(args: TopkArgs) -> Result<()> {
-    let input = args.input.open(&None)?;
+    let job = JobFingerprint::new("riffle topk")
+        .with("--k", args.k)
+        .with("--map-size", args.map_size);
+    let input = args.input.open(&None, args.windows.fingerprint(job)?)?;
     let windows = args.windows.windows()?;
     let agg = TopK::new(args.k, args.map_size, |w: &CompactString| w.as_str())
         .map_err(|e| Error::Config(format!("--k/--map-size: {e}")))?;

@@ -9,9 +9,12 @@ use compact_str::CompactString;
 use riffle_connectors::LineSink;
 use riffle_core::window::{SessionWindows, TimeWindows, Window};
 use riffle_core::Result;
+use riffle_runtime::checkpoint::JobFingerprint;
 use riffle_runtime::{execute, WindowResult};
 
-use crate::options::{json_str, millis, output_format, FixedWindowArgs, FormatArg, ResultSink, SourceArgs};
+use crate::options::{
+    duration_field, json_str, millis, output_format, FixedWindowArgs, FormatArg, ResultSink, SourceArgs,
+};
 
 /// Arguments of `riffle wordcount`.
 #[derive(clap::Args, Debug, Clone)]
@@ -126,9 +129,20 @@ pub fn format_result(format: FormatArg, r: &WindowResult<CompactString, u64>, ou
     }
 }
 
+/// What the word count's state depends on besides its input: its windows and lateness.
+fn fingerprint(args: &WordcountArgs) -> Result<JobFingerprint> {
+    let job = args.windows.fingerprint(JobFingerprint::new("riffle wordcount"))?;
+    let count_slide = args.count_slide.or(args.count_window);
+    Ok(job
+        .with_opt("--session-gap", duration_field("session-gap", &args.session_gap)?)
+        .with_opt("--count-window", args.count_window)
+        .with_opt("--count-slide", count_slide)
+        .with_opt("--lateness", duration_field("lateness", &args.lateness)?))
+}
+
 /// Runs the word count.
 pub fn run(args: WordcountArgs) -> Result<()> {
-    let input = args.input.open(&args.lateness)?;
+    let input = args.input.open(&args.lateness, fingerprint(&args)?)?;
     let gap = millis("session-gap", &args.session_gap)?;
     let lateness = millis("lateness", &args.lateness)?.unwrap_or(0);
     let windowing = match (gap, args.count_window) {

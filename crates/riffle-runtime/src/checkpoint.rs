@@ -5,6 +5,7 @@
 //! ```text
 //! chk-0000000007/                      the files written for epoch 7
 //!     <operator>.w<worker>             one file per stateful operator and worker
+//! chk-0000000007/job.json              the fingerprint of the job that took it
 //! chk-0000000007/MANIFEST              written last: the checkpoint is complete
 //! ```
 //!
@@ -17,6 +18,9 @@
 //! over an embedded store (fjall, redb, rocksdb): a snapshot is written once and read only on
 //! recovery, which is what files do best, they move to a shared filesystem or an object store
 //! unchanged, and they cost no dependency.
+//!
+//! A checkpoint is restored only into a job with the same [`JobFingerprint`] (see
+//! [`crate::fingerprint`]); the check comes before the store writes or deletes anything.
 //!
 //! A part is addressed by a `u32`: the key group for keyed state (so that a checkpoint restores
 //! onto any number of workers), the split index for source positions.
@@ -31,6 +35,8 @@ use riffle_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+pub use crate::fingerprint::{FingerprintDifference, JobFingerprint, FINGERPRINT_FILE};
+
 const PART_MAGIC: &[u8; 4] = b"RFCK";
 const MANIFEST_MAGIC: &[u8; 4] = b"RFMF";
 const VERSION: u8 = 1;
@@ -44,6 +50,9 @@ pub struct CheckpointConfig {
     pub interval: Duration,
     /// Complete checkpoints to keep (at least 2, so that a corrupt newest one has a fallback).
     pub retain: usize,
+    /// What the job's state depends on: stored in every checkpoint, and compared with the
+    /// fingerprint of the checkpoint [`CheckpointStore::open`] would restore.
+    pub fingerprint: JobFingerprint,
 }
 
 /// Parts of a snapshot: (key group or split index, bytes).
@@ -246,13 +255,18 @@ fn file_name(operator: &str, worker: usize, kind: SnapshotKind) -> String {
 
 impl CheckpointStore {
     /// Opens the checkpoint directory, restoring its newest intact checkpoint if there is one.
+    ///
+    /// Fails with [`Error::Config`], before it creates or deletes anything, if that checkpoint
+    /// was taken by a job with another [`JobFingerprint`] than `config.fingerprint` (the error
+    /// names each difference). A checkpoint without a fingerprint (taken by an older riffle) is
+    /// restored with a warning.
     pub fn open(config: CheckpointConfig) -> Result<Self> {
-        std::fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
-            what: "cannot create",
-            path: config.dir.clone(),
-            source,
-        })?;
-        let mut epochs = Self::epochs(&config.dir)?;
+        // Nothing is written before the fingerprint check: a refused job leaves the directory
+        // as it found it (a missing directory has nothing to restore, and is created below).
+        let mut epochs = match config.dir.is_dir() {
+            true => Self::epochs(&config.dir)?,
+            false => Vec::new(),
+        };
         epochs.sort_unstable_by(|a, b| b.cmp(a));
         let mut restored = None;
         for epoch in epochs {
@@ -260,8 +274,17 @@ impl CheckpointStore {
             if !manifest.exists() {
                 continue;
             }
-            match Self::load(&config.dir, &manifest) {
-                Ok(r) => {
+            let loaded =
+                Self::load(&config.dir, &manifest).and_then(|r| Ok((r, read_fingerprint(&config.dir, epoch)?)));
+            match loaded {
+                Ok((r, taken)) => {
+                    match taken {
+                        Some(taken) => config.fingerprint.check_restore(&taken, &config.dir)?,
+                        None => tracing::warn!(
+                            "checkpoint {epoch} in {} has no job fingerprint (an older riffle took it): restoring it without checking that this job took it",
+                            config.dir.display()
+                        ),
+                    }
                     tracing::info!("restoring checkpoint {epoch} from {}", config.dir.display());
                     restored = Some(r);
                     break;
@@ -269,6 +292,11 @@ impl CheckpointStore {
                 Err(e) => tracing::warn!("checkpoint {epoch} cannot be restored ({e}); trying the previous one"),
             }
         }
+        std::fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
+            what: "cannot create",
+            path: config.dir.clone(),
+            source,
+        })?;
         let start_epoch = restored.as_ref().map_or(0, |r| r.epoch + 1);
         // Directories of later epochs hold files of an interrupted run (or a checkpoint that
         // could not be restored): this run writes those epochs again, and its manifests must
@@ -456,7 +484,7 @@ impl CheckpointStore {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for entry in entries.filter_map(|x| x.ok()) {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if name == "MANIFEST" || name.ends_with(".tmp") {
+                if name == "MANIFEST" || name == FINGERPRINT_FILE || name.ends_with(".tmp") {
                     continue;
                 }
                 let writer = name.strip_suffix(INCREMENTAL_SUFFIX);
@@ -486,7 +514,32 @@ impl CheckpointStore {
             path: dir.clone(),
             source,
         })?;
+        // The fingerprint first: a checkpoint is complete (and restorable) once its manifest
+        // exists, and then it has its fingerprint.
+        write_atomically(
+            &dir.join(FINGERPRINT_FILE),
+            self.config.fingerprint.to_json()?.as_bytes(),
+        )?;
         write_atomically(&dir.join("MANIFEST"), &seal(MANIFEST_MAGIC, &body))
+    }
+
+    /// The fingerprint of the checkpoint a store opened on `dir` would restore: that of its
+    /// newest checkpoint with a manifest (`None` if there is none, or if that checkpoint has no
+    /// fingerprint). Reads only that small file, for a job to adopt a setting it leaves to its
+    /// checkpoint (say, a split count); [`CheckpointStore::open`] still checks the checkpoint
+    /// it restores, which may be an older one if the newest is damaged.
+    pub fn peek_fingerprint(dir: &Path) -> Result<Option<JobFingerprint>> {
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let newest = Self::epochs(dir)?
+            .into_iter()
+            .filter(|e| epoch_dir(dir, *e).join("MANIFEST").exists())
+            .max();
+        match newest {
+            Some(epoch) => read_fingerprint(dir, epoch),
+            None => Ok(None),
+        }
     }
 
     /// Deletes checkpoints older than the `retain` newest complete ones, keeping every
@@ -528,6 +581,21 @@ impl CheckpointStore {
     }
 }
 
+/// The fingerprint stored in checkpoint `epoch` of `root`; `None` if it has none (an older
+/// riffle took it).
+fn read_fingerprint(root: &Path, epoch: u64) -> Result<Option<JobFingerprint>> {
+    let path = epoch_dir(root, epoch).join(FINGERPRINT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => JobFingerprint::from_json(&text, &path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            what: "cannot read",
+            path,
+            source,
+        }),
+    }
+}
+
 thread_local! {
     /// Stateful operators built so far in this worker's dataflow (see [`stateful_name`]).
     static STATEFUL_OPERATORS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -554,8 +622,22 @@ pub(crate) fn stateful_name(kind: &str) -> String {
 /// Copies the newest intact checkpoint of `from` into `to` as a savepoint: a self-contained
 /// checkpoint directory (its manifest and every file the manifest names) that a job restores
 /// from with `--checkpoint-dir`, on any number of workers, however long the original
-/// directory's retention keeps running. Returns the savepoint's epoch.
+/// directory's retention keeps running. The savepoint carries the checkpoint's
+/// [`JobFingerprint`], so that a restore from it is checked as one from `from` would be.
+/// Returns the savepoint's epoch.
+///
+/// `to` must not exist or be an empty directory: a savepoint never overwrites another one (or
+/// anything else); the refusal writes nothing.
 pub fn savepoint(from: &Path, to: &Path) -> Result<u64> {
+    if to.exists() {
+        let empty_dir = std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_none());
+        if !empty_dir {
+            return Err(Error::Config(format!(
+                "savepoint --to {}: it already exists and is not an empty directory (a savepoint is written into a new directory, so that none is overwritten)",
+                to.display()
+            )));
+        }
+    }
     let mut epochs = CheckpointStore::epochs(from)?;
     epochs.sort_unstable_by(|a, b| b.cmp(a));
     for epoch in epochs {
@@ -570,10 +652,15 @@ pub fn savepoint(from: &Path, to: &Path) -> Result<u64> {
         })?;
         let manifest: Manifest = bincode::deserialize(open_sealed(MANIFEST_MAGIC, &bytes, &manifest_path)?)
             .map_err(|e| Error::Execution(format!("manifest {} is unusable: {e}", manifest_path.display())))?;
+        // The fingerprint before the manifest, as a checkpoint is written (an older riffle's
+        // checkpoint has none: its savepoint neither).
+        let fingerprint = format!("chk-{epoch:010}/{FINGERPRINT_FILE}");
+        let fingerprint = from.join(&fingerprint).exists().then_some(fingerprint);
         for rel in manifest
             .files
             .iter()
             .map(String::as_str)
+            .chain(fingerprint.as_deref())
             .chain([format!("chk-{epoch:010}/MANIFEST").as_str()])
         {
             let (src, dst) = (from.join(rel), to.join(rel));
@@ -618,6 +705,7 @@ mod tests {
             dir: dir.to_path_buf(),
             interval: Duration::from_millis(100),
             retain: 2,
+            fingerprint: JobFingerprint::new("test").with("--window", "10s"),
         }
     }
 
@@ -706,5 +794,118 @@ mod tests {
         let mut left = CheckpointStore::epochs(dir.path()).expect("epochs");
         left.sort_unstable();
         assert_eq!(left, vec![8, 9]);
+    }
+
+    /// Every path under `dir` with its bytes, to show that a refused restore changed nothing.
+    fn listing(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d).expect("list").map(|e| e.expect("entry")) {
+                let p = entry.path();
+                if p.is_dir() {
+                    todo.push(p.clone());
+                    out.push((p, Vec::new()));
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).expect("read")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A store on `dir` with two complete checkpoints (epochs 0 and 1) and an interrupted
+    /// epoch 2 (files, no manifest).
+    fn two_checkpoints_and_an_interrupted_one(dir: &Path) {
+        let store = CheckpointStore::open(config(dir)).expect("open");
+        let sink = store.register_sink();
+        for epoch in 0..2u64 {
+            store
+                .write(epoch, "op", 0, vec![(1, vec![epoch as u8])], SnapshotKind::Full)
+                .expect("write");
+            store.sink_complete(sink, epoch).expect("complete");
+        }
+        store
+            .write(2, "op", 0, vec![(1, vec![2])], SnapshotKind::Full)
+            .expect("write");
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_job_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        two_checkpoints_and_an_interrupted_one(dir.path());
+        let fingerprint = std::fs::read_to_string(epoch_dir(dir.path(), 1).join(FINGERPRINT_FILE)).expect("stored");
+        assert!(fingerprint.contains("\"--window\": \"10s\""), "{fingerprint}");
+        let before = listing(dir.path());
+        let mut other = config(dir.path());
+        other.fingerprint = JobFingerprint::new("test").with("--window", "5s");
+        let e = CheckpointStore::open(other).err().expect("refused");
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(
+            e.to_string().contains("with --window 10s; this job has --window 5s"),
+            "{e}"
+        );
+        // Not even the interrupted epoch 2, which an accepted restore deletes, is touched.
+        assert_eq!(listing(dir.path()), before);
+        let same = CheckpointStore::open(config(dir.path())).expect("the same job restores");
+        assert_eq!(same.restored_epoch(), Some(1));
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_fingerprint_is_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        two_checkpoints_and_an_interrupted_one(dir.path());
+        for epoch in 0..2 {
+            std::fs::remove_file(epoch_dir(dir.path(), epoch).join(FINGERPRINT_FILE)).expect("remove");
+        }
+        assert_eq!(CheckpointStore::peek_fingerprint(dir.path()).expect("peek"), None);
+        let mut other = config(dir.path());
+        other.fingerprint = JobFingerprint::new("anything");
+        let store = CheckpointStore::open(other).expect("restored with a warning");
+        assert_eq!(store.restored_epoch(), Some(1));
+    }
+
+    #[test]
+    fn a_missing_directory_is_created_only_when_the_store_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ck = dir.path().join("new");
+        assert_eq!(CheckpointStore::peek_fingerprint(&ck).expect("peek"), None);
+        assert!(!ck.exists());
+        let store = CheckpointStore::open(config(&ck)).expect("open");
+        assert_eq!(store.restored_epoch(), None);
+        assert!(ck.is_dir());
+    }
+
+    #[test]
+    fn a_savepoint_carries_the_fingerprint_and_never_overwrites() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ck = dir.path().join("ck");
+        two_checkpoints_and_an_interrupted_one(&ck);
+        let to = dir.path().join("save");
+        assert_eq!(savepoint(&ck, &to).expect("savepoint"), 1);
+        assert_eq!(
+            CheckpointStore::peek_fingerprint(&to).expect("peek"),
+            Some(config(&ck).fingerprint)
+        );
+        let mut other = config(&to);
+        other.fingerprint = JobFingerprint::new("test");
+        assert!(
+            CheckpointStore::open(other).is_err(),
+            "a restore from the savepoint is checked"
+        );
+        // An existing savepoint (or any non-empty directory, or a file) is not overwritten.
+        let before = listing(&to);
+        let e = savepoint(&ck, &to).expect_err("refused");
+        assert!(e.to_string().contains(&to.display().to_string()), "{e}");
+        assert_eq!(listing(&to), before);
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        assert!(savepoint(&ck, &file).is_err());
+        assert_eq!(std::fs::read(&file).expect("read"), b"x");
+        // An empty directory is fine (e.g. from mktemp -d).
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        assert_eq!(savepoint(&ck, &empty).expect("savepoint"), 1);
     }
 }

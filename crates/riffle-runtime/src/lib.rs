@@ -34,6 +34,7 @@ pub mod context;
 mod dedup_op;
 mod epoch_op;
 pub mod execute;
+pub mod fingerprint;
 pub mod join_op;
 pub mod kafka_sink;
 mod rolling_op;

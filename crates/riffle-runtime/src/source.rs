@@ -355,7 +355,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
             }
             if store.is_some() && reader.position().is_none() {
                 ctx.fail(riffle_core::Error::Config(format!(
-                    "{name} split {index} cannot be replayed (a socket or stdin): checkpoints need files or generated data"
+                    "{name} split {index} reads standard input or a socket, which cannot be read again from a checkpoint: a job with checkpoints needs a source that can (a file, file://PATH; a Kafka topic; generated data)"
                 )));
             }
             splits.push(SplitState {

@@ -590,6 +590,7 @@ pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) ->
         dir: dir.to_path_buf(),
         interval: std::time::Duration::from_secs(1),
         retain: 2,
+        fingerprint: crate::checkpoint::JobFingerprint::new("bench checkpoint"),
     };
     let store = crate::checkpoint::CheckpointStore::open(config.clone())?;
     // Keys as the word count has them: compact strings, inline up to 24 bytes.

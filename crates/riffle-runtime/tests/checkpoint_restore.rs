@@ -38,6 +38,7 @@ fn run(dir: &Path, out: &Path, workers: usize, job: Job) -> riffle_core::Result<
         dir: dir.to_path_buf(),
         interval: Duration::from_millis(1),
         retain: 1000,
+        fingerprint: riffle_runtime::checkpoint::JobFingerprint::default(),
     })
     .expect("checkpoint store");
     riffle_runtime::sink::prepare_output_dir(out, store.restored_epoch())?;
