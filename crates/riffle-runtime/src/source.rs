@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use riffle_connectors::line_reader::LineChunk;
 use riffle_connectors::{LineReader, Poll, SplitPosition, SplitSpec};
-use riffle_core::time::WATERMARK_MIN;
+use riffle_core::time::{check_event_time, WATERMARK_MIN};
 use riffle_core::{EventTime, Result, WatermarkGenerator, WatermarkStrategy};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -176,12 +176,16 @@ pub type LineDecoder<R> = Rc<dyn Fn(String) -> std::result::Result<(EventTime, R
 pub type RecordParser<R> = Rc<dyn Fn(&str) -> std::result::Result<(EventTime, R), String>>;
 
 /// The decoder of text lines: the whole line in processing time (`parser` is `None`), the text
-/// after the timestamp `parser` finds in event time.
+/// after the timestamp `parser` finds in event time. An event time outside
+/// `riffle_core::time::check_event_time`'s range makes the line malformed.
 pub(crate) fn text_decoder(parser: Option<TimestampParser>) -> LineDecoder<String> {
     Rc::new(move |mut line: String| match &parser {
         None => Ok((0, line)),
         Some(parse) => match parse(&line) {
             Ok((ts, text)) => {
+                if let Err(message) = check_event_time(ts) {
+                    return Err((message, line));
+                }
                 let skip = line.len() - text.len();
                 line.drain(..skip);
                 Ok((ts, line))
@@ -191,10 +195,15 @@ pub(crate) fn text_decoder(parser: Option<TimestampParser>) -> LineDecoder<Strin
     })
 }
 
-/// The decoder of records that `parse` reads from a line.
-pub(crate) fn record_decoder<R: 'static>(parse: RecordParser<R>) -> LineDecoder<R> {
+/// The decoder of records that `parse` reads from a line. In event time (`event_time`), a
+/// record whose event time is outside `riffle_core::time::check_event_time`'s range is
+/// malformed: its windows could not be represented.
+pub(crate) fn record_decoder<R: 'static>(parse: RecordParser<R>, event_time: bool) -> LineDecoder<R> {
     Rc::new(move |line: String| match parse(&line) {
-        Ok(record) => Ok(record),
+        Ok((ts, record)) => match check_event_time(ts) {
+            Err(message) if event_time => Err((message, line)),
+            _ => Ok((ts, record)),
+        },
         Err(message) => Err((message, line)),
     })
 }
