@@ -107,7 +107,14 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let cli = Cli::parse();
+    let command = <Cli as clap::CommandFactory>::command();
+    let matches = command.clone().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Processes of one job compare these when they connect (see options::job_fingerprint).
+    let _ = options::JOB_FINGERPRINT.set(options::job_fingerprint(&command, &matches));
     let result = match cli.command {
         Command::Wordcount(args) => wordcount::run(*args),
         Command::Distinct(args) => sketch_jobs::run_distinct(*args),

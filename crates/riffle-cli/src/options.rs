@@ -43,8 +43,46 @@ impl ExecutionArgs {
                 self.processes
             )));
         }
-        ExecutionConfig::cluster(self.workers, self.process, addresses)
+        Ok(ExecutionConfig::cluster(self.workers, self.process, addresses)?
+            .with_fingerprint(JOB_FINGERPRINT.get().cloned().unwrap_or_default()))
     }
+}
+
+/// The job's settings that every process of a cluster must share, filled by `main` from the
+/// command line (see [`job_fingerprint`]).
+pub static JOB_FINGERPRINT: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Arguments that may differ between the processes of one job: the process index, the worker
+/// count (compared by the runtime itself, see `riffle_runtime::execute::WORKERS_SETTING`), and
+/// files each process writes for itself.
+const PER_PROCESS_ARGS: [&str; 6] = ["process", "workers", "output", "dead_letter", "help", "version"];
+
+/// The settings of the command `matches` holds, as `("--flag", value)` pairs: the subcommand
+/// path, then every argument of the innermost subcommand with its value (defaults included,
+/// so that spelling a default out does not count as a difference), except the per-process
+/// ones. Processes of one job exchange these when they connect and refuse to differ.
+pub fn job_fingerprint(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    let (mut command, mut matches) = (command, matches);
+    let mut path = Vec::new();
+    while let Some((name, sub)) = matches.subcommand() {
+        let Some(c) = command.find_subcommand(name) else { break };
+        path.push(name.to_string());
+        (command, matches) = (c, sub);
+    }
+    let mut settings = vec![("command".to_string(), path.join(" "))];
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if PER_PROCESS_ARGS.contains(&id) {
+            continue;
+        }
+        let Ok(Some(raw)) = matches.try_get_raw(id) else {
+            continue;
+        };
+        let value: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+        let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
+        settings.push((name, value.join(",")));
+    }
+    settings
 }
 
 /// Parses an optional duration flag.

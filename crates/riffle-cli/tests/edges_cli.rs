@@ -212,3 +212,74 @@ fn the_ends_of_the_supported_range_are_counted() {
         assert!(text(&o.stderr).contains("0 malformed"), "{}", text(&o.stderr));
     }
 }
+
+/// Starts the two processes of a word count over `source`, process `i` with `extra[i]`, and
+/// returns both outputs (each under the deadline).
+fn two_processes(source: &str, extra: [&[&str]; 2]) -> [Output; 2] {
+    let addresses = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
+    let children: Vec<Child> = (0..2)
+        .map(|p| {
+            let index = p.to_string();
+            let mut cmd: Command = riffle();
+            cmd.args(["wordcount", "--source", source, "--time", "event", "--format", "json"])
+                .args(["-n", "2", "-p", &index, "--addresses", &addresses])
+                .args(extra[p])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().expect("riffle starts")
+        })
+        .collect();
+    let mut outputs = children
+        .into_iter()
+        .enumerate()
+        .map(|(p, c)| wait_with_deadline(c, &format!("process {p}")));
+    let first = outputs.next().expect("process 0");
+    let second = outputs.next().expect("process 1");
+    [first, second]
+}
+
+#[test]
+fn processes_with_different_worker_counts_refuse_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "words.txt", "1000,a b\n2000,b c\n");
+    let [p0, p1] = two_processes(&src, [&["-w", "1", "--window", "5s"], &["-w", "2", "--window", "5s"]]);
+    for (p, o) in [(0, &p0), (1, &p1)] {
+        assert_eq!(o.status.code(), Some(1), "process {p}: {}", text(&o.stderr));
+        assert!(o.stdout.is_empty(), "process {p} printed results: {}", text(&o.stdout));
+    }
+    let e0 = text(&p0.stderr);
+    assert!(e0.contains("process 1 runs with --workers 2, process 0 with --workers 1"), "{e0}");
+    let e1 = text(&p1.stderr);
+    assert!(e1.contains("process 0 runs with --workers 1, process 1 with --workers 2"), "{e1}");
+}
+
+#[test]
+fn processes_with_different_windows_refuse_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "words.txt", "1000,a b\n2000,b c\n");
+    let [p0, p1] = two_processes(&src, [&["--window", "5s"], &["--window", "10s"]]);
+    for (p, o) in [(0, &p0), (1, &p1)] {
+        assert_eq!(o.status.code(), Some(1), "process {p}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("--window"), "process {p}: {}", text(&o.stderr));
+    }
+    assert!(
+        text(&p0.stderr).contains("process 1 runs with --window 10s, process 0 with --window 5s"),
+        "{}",
+        text(&p0.stderr)
+    );
+}
+
+#[test]
+fn processes_with_the_same_settings_still_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "words.txt", "1000,a b\n2000,b c\n");
+    // Outputs may differ per process: each writes its own file.
+    let out0 = dir.path().join("out0.jsonl").display().to_string();
+    let out1 = dir.path().join("out1.jsonl").display().to_string();
+    let [p0, p1] = two_processes(&src, [&["--window", "5s", "--output", &out0], &["--window", "5s", "--output", &out1]]);
+    assert!(p0.status.success(), "{}", text(&p0.stderr));
+    assert!(p1.status.success(), "{}", text(&p1.stderr));
+    let rows = std::fs::read_to_string(&out0).expect("out0") + &std::fs::read_to_string(&out1).expect("out1");
+    assert_eq!(rows.lines().count(), 3, "{rows}");
+}
