@@ -115,6 +115,8 @@ fn main() {
     };
     // Processes of one job compare these when they connect (see options::job_fingerprint).
     let _ = options::JOB_FINGERPRINT.set(options::job_fingerprint(&command, &matches));
+    let summary = options::job_summary(&command, &matches);
+    tracing::info!("starting {summary}");
     let result = match cli.command {
         Command::Wordcount(args) => wordcount::run(*args),
         Command::Distinct(args) => sketch_jobs::run_distinct(*args),
@@ -148,6 +150,10 @@ fn main() {
                 })
         }
     };
+    match &result {
+        Ok(()) => tracing::info!("shut down after {summary}: done"),
+        Err(e) => tracing::info!("shut down after {summary}: failed: {e}"),
+    }
     if let Err(e) = result {
         eprintln!("riffle: error: {e}");
         let code = if matches!(e, riffle_core::Error::Config(_)) {

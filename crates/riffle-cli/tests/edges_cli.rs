@@ -249,9 +249,15 @@ fn processes_with_different_worker_counts_refuse_to_start() {
         assert!(o.stdout.is_empty(), "process {p} printed results: {}", text(&o.stdout));
     }
     let e0 = text(&p0.stderr);
-    assert!(e0.contains("process 1 runs with --workers 2, process 0 with --workers 1"), "{e0}");
+    assert!(
+        e0.contains("process 1 runs with --workers 2, process 0 with --workers 1"),
+        "{e0}"
+    );
     let e1 = text(&p1.stderr);
-    assert!(e1.contains("process 0 runs with --workers 1, process 1 with --workers 2"), "{e1}");
+    assert!(
+        e1.contains("process 0 runs with --workers 1, process 1 with --workers 2"),
+        "{e1}"
+    );
 }
 
 #[test]
@@ -277,9 +283,165 @@ fn processes_with_the_same_settings_still_run() {
     // Outputs may differ per process: each writes its own file.
     let out0 = dir.path().join("out0.jsonl").display().to_string();
     let out1 = dir.path().join("out1.jsonl").display().to_string();
-    let [p0, p1] = two_processes(&src, [&["--window", "5s", "--output", &out0], &["--window", "5s", "--output", &out1]]);
+    let [p0, p1] = two_processes(
+        &src,
+        [
+            &["--window", "5s", "--output", &out0],
+            &["--window", "5s", "--output", &out1],
+        ],
+    );
     assert!(p0.status.success(), "{}", text(&p0.stderr));
     assert!(p1.status.success(), "{}", text(&p1.stderr));
     let rows = std::fs::read_to_string(&out0).expect("out0") + &std::fs::read_to_string(&out1).expect("out1");
     assert_eq!(rows.lines().count(), 3, "{rows}");
+}
+
+/// Runs riffle with `args` in `dir` (for relative paths) under the deadline.
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    let child = riffle()
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("riffle starts");
+    wait_with_deadline(child, &args.join(" "))
+}
+
+/// Asserts a configuration error (exit 2) whose message contains `want`.
+fn assert_config_error(o: &Output, want: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(want), "expected '{want}' in: {err}");
+}
+
+#[test]
+fn a_bare_path_is_a_file_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("words.txt"), "a b a\n").expect("write");
+    let o = run_in(dir.path(), &["wordcount", "--source", "words.txt"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("a 2"), "{}", text(&o.stdout));
+    assert_config_error(
+        &run_in(dir.path(), &["wordcount", "--source", "ftp://x"]),
+        "unknown scheme",
+    );
+}
+
+#[test]
+fn negative_durations_are_values_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "w.txt", "1000,a\n");
+    for args in [
+        &["wordcount", "--source", &src, "--time", "event", "--window", "-5s"][..],
+        &["wordcount", "--source", &src, "--time", "event", "--window=-5s"],
+    ] {
+        let o = run(args);
+        assert_config_error(&o, "invalid configuration: --window: must not be negative, got '-5s'");
+    }
+    // A value that is not a duration: one prefix, not two.
+    let o = run(&["wordcount", "--source", &src, "--time", "event", "--window", "abc"]);
+    assert_config_error(&o, "invalid configuration: --window: invalid duration 'abc'");
+    assert!(
+        !text(&o.stderr).contains("--window: invalid configuration"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn ignored_or_out_of_range_options_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "w.txt", "1000,a\n");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["wordcount", "--source", &src, "--time", "event", "--lateness", "1s"],
+            "--lateness applies to time windows",
+        ),
+        (
+            &["distinct", "--source", &src, "--method", "exact", "--precision", "10"],
+            "--precision applies to --method hll",
+        ),
+        (
+            &[
+                "distinct",
+                "--source",
+                &src,
+                "--method",
+                "bloom",
+                "--expected-items",
+                "0",
+            ],
+            "--expected-items must be at least 1",
+        ),
+        (
+            &["wordcount", "--source", &src, "--chunk-lines", "0"],
+            "--chunk-lines must be at least 1",
+        ),
+        (
+            &["wordcount", "--source", &src, "-w", "100000"],
+            "--workers 100000 is more than",
+        ),
+    ];
+    for (args, want) in cases {
+        assert_config_error(&run(args), want);
+    }
+}
+
+#[test]
+fn topk_with_a_small_map_warns_and_prints_its_error_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lines = String::new();
+    for i in 0..300 {
+        lines.push_str(&format!("w{} w{} hot\n", i % 50, (i * 7) % 50));
+    }
+    let src = write(dir.path(), "w.txt", &lines);
+    let o = run(&["topk", "--source", &src, "--k", "3", "--map-size", "8"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("--map-size 8 is below 32 slots per reported item"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(text(&o.stdout).contains("(counts ±"), "{}", text(&o.stdout));
+    // With a map large enough the counts are exact and printed as before.
+    let o = run(&["topk", "--source", &src, "--k", "3"]);
+    assert!(
+        o.status.success() && !text(&o.stderr).contains("WARN"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout).trim(), "hot:300 w0:12 w1:12", "{}", text(&o.stdout));
+}
+
+#[test]
+fn riffle_log_info_shows_the_job_lifecycle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "w.txt", "1000,a\n2000,b\n");
+    let child = riffle()
+        .env("RIFFLE_LOG", "info")
+        .args([
+            "wordcount",
+            "--source",
+            &src,
+            "--time",
+            "event",
+            "--window",
+            "5s",
+            "-w",
+            "2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("riffle starts");
+    let o = wait_with_deadline(child, "RIFFLE_LOG=info");
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("starting wordcount: 2 worker(s) per process"), "{err}");
+    assert!(err.contains("split 0 ended on worker"), "{err}");
+    assert!(err.contains("after 2 records"), "{err}");
+    assert!(err.contains("shut down after wordcount"), "{err}");
 }

@@ -291,6 +291,8 @@ struct SplitState<D> {
     watermark: WatermarkGenerator,
     last_data: i64,
     idle: bool,
+    /// Records this split handed out in this run (for the log line when it ends).
+    records: u64,
 }
 
 /// Records per chunk: the watermark advances between chunks.
@@ -353,6 +355,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                 watermark,
                 last_data: now,
                 idle: false,
+                records: 0,
             });
         }
         let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
@@ -398,6 +401,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                             for r in &records {
                                 split.watermark.observe(r.0);
                             }
+                            split.records += records.len() as u64;
                             ctx.metrics()
                                 .records_in
                                 .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -423,6 +427,11 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                 }
                 if finished_now {
                     let split = splits.swap_remove(i);
+                    tracing::info!(
+                        "{op_name}: split {} ended on worker {worker} after {} records in this run",
+                        split.index,
+                        split.records
+                    );
                     finished.push((split.index, split.checkpoint(true)));
                 } else {
                     i += 1;
