@@ -207,6 +207,9 @@ pub fn run_distinct(args: DistinctArgs) -> Result<()> {
 /// `TopKSketch::map_size_for`.
 const SLOTS_PER_ITEM: usize = 32;
 
+/// A window's top words with their counts, and the sketch's maximum error (0: exact).
+type TopWithError = (Vec<(String, u64)>, u64);
+
 /// `TopK` that also reports the sketch's error bound: `(top, maximum error)`, the maximum
 /// error being 0 while the counts are exact.
 #[derive(Clone)]
@@ -217,7 +220,7 @@ where
     F: for<'a> Fn(&'a CompactString) -> &'a str + Clone + Send + Sync + 'static,
 {
     type Acc = riffle_sketch::TopKSketch;
-    type Output = (Vec<(String, u64)>, u64);
+    type Output = TopWithError;
 
     fn create(&self) -> Self::Acc {
         self.0.create()
@@ -252,7 +255,7 @@ pub fn run_topk(args: TopkArgs) -> Result<()> {
         .map_err(|e| Error::Config(format!("--k/--map-size: {e}")))?;
     let agg = TopKWithError(agg);
     let json = output_format(args.format, &args.sink) == FormatArg::Json;
-    let format = move |r: &WindowResult<(), (Vec<(String, u64)>, u64)>, out: &mut Vec<u8>| {
+    let format = move |r: &WindowResult<(), TopWithError>, out: &mut Vec<u8>| {
         let (top, max_error) = (&r.value.0, r.value.1);
         if json {
             out.push(b'{');
