@@ -56,15 +56,15 @@ pub struct JoinArgs {
     #[arg(long)]
     pub time_field: String,
     /// How far records may be out of order and still be on time.
-    #[arg(long, default_value = "0ms")]
+    #[arg(long, default_value = "0ms", allow_hyphen_values = true)]
     pub out_of_orderness: String,
     /// A split without records for this long stops holding the watermark back.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub idle_timeout: Option<String>,
     #[command(flatten)]
     pub windows: FixedWindowArgs,
     /// Session windows with this gap (over both sides' records of a key).
-    #[arg(long, conflicts_with_all = ["window", "between"])]
+    #[arg(long, conflicts_with_all = ["window", "between"], allow_hyphen_values = true)]
     pub session_gap: Option<String>,
     /// Interval join: LOWER,UPPER such that left.ts + LOWER <= right.ts <= left.ts + UPPER
     /// (durations, LOWER may be negative, e.g. -5s,10s).
@@ -123,8 +123,8 @@ fn shape(args: &JoinArgs) -> Result<Shape> {
             .split_once(',')
             .ok_or_else(|| Error::Config(format!("--between: expected LOWER,UPPER, got '{between}'")))?;
         let bounds = IntervalBounds::new(
-            signed_millis(lo).map_err(|e| Error::Config(format!("--between: {e}")))?,
-            signed_millis(hi).map_err(|e| Error::Config(format!("--between: {e}")))?,
+            signed_millis(lo).map_err(crate::options::flag_error("--between"))?,
+            signed_millis(hi).map_err(crate::options::flag_error("--between"))?,
         )?;
         return Ok(Shape::Interval(bounds));
     }
@@ -168,7 +168,10 @@ pub fn run(args: JoinArgs) -> Result<()> {
     let kind: JoinKind = args.kind.into();
     let left = SourceUri::parse(&args.left)?.splits()?;
     let right = SourceUri::parse(&args.right)?.splits()?;
-    let ooo = parse_millis(&args.out_of_orderness).map_err(|e| Error::Config(format!("--out-of-orderness: {e}")))?;
+    let ooo = crate::options::millis("out-of-orderness", &Some(args.out_of_orderness.clone()))?.unwrap_or(0);
+    if args.chunk_lines == 0 {
+        return Err(Error::Config("--chunk-lines must be at least 1".into()));
+    }
     let mut strategy = WatermarkStrategy::bounded_out_of_orderness(ooo);
     if let Some(idle) = millis("idle-timeout", &args.idle_timeout)? {
         strategy = strategy.with_idleness(idle);

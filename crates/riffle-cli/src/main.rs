@@ -108,7 +108,16 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let cli = Cli::parse();
+    let command = <Cli as clap::CommandFactory>::command();
+    let matches = command.clone().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Processes of one job compare these when they connect (see options::job_fingerprint).
+    let _ = options::JOB_FINGERPRINT.set(options::job_fingerprint(&command, &matches));
+    let summary = options::job_summary(&command, &matches);
+    tracing::info!("starting {summary}");
     let result = match cli.command {
         Command::Wordcount(args) => wordcount::run(*args),
         Command::Distinct(args) => sketch_jobs::run_distinct(*args),
@@ -142,6 +151,10 @@ fn main() {
                 })
         }
     };
+    match &result {
+        Ok(()) => tracing::info!("shut down after {summary}: done"),
+        Err(e) => tracing::info!("shut down after {summary}: failed: {e}"),
+    }
     if let Err(e) = result {
         eprintln!("riffle: error: {e}");
         let code = if matches!(e, riffle_core::Error::Config(_)) {

@@ -29,6 +29,7 @@ impl ExecutionArgs {
         if self.workers == 0 {
             return Err(Error::Config("--workers must be at least 1".into()));
         }
+        check_workers(self.workers, cores())?;
         if self.processes <= 1 {
             return Ok(ExecutionConfig::threads(self.workers));
         }
@@ -44,15 +45,133 @@ impl ExecutionArgs {
                 self.processes
             )));
         }
-        ExecutionConfig::cluster(self.workers, self.process, addresses)
+        Ok(ExecutionConfig::cluster(self.workers, self.process, addresses)?
+            .with_fingerprint(JOB_FINGERPRINT.get().cloned().unwrap_or_default()))
     }
 }
 
-/// Parses an optional duration flag.
+/// A one-line description of the job `matches` holds, for the log when it starts: command,
+/// workers, processes and sources.
+pub fn job_summary(command: &clap::Command, matches: &clap::ArgMatches) -> String {
+    let (mut command, mut matches) = (command, matches);
+    let mut path = Vec::new();
+    while let Some((name, sub)) = matches.subcommand() {
+        let Some(c) = command.find_subcommand(name) else { break };
+        path.push(name.to_string());
+        (command, matches) = (c, sub);
+    }
+    let raw = |id: &str| -> Option<String> {
+        let values = matches.try_get_raw(id).ok()??;
+        Some(
+            values
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    };
+    let mut line = path.join(" ");
+    if let Some(w) = raw("workers") {
+        let processes = raw("processes").unwrap_or_else(|| "1".into());
+        let process = raw("process").unwrap_or_else(|| "0".into());
+        line.push_str(&format!(
+            ": {w} worker(s) per process, process {process} of {processes}"
+        ));
+    }
+    for id in ["source", "left", "right", "input"] {
+        if let Some(v) = raw(id) {
+            line.push_str(&format!(", --{id} {v}"));
+        }
+    }
+    let _ = command;
+    line
+}
+
+/// The job's settings that every process of a cluster must share, filled by `main` from the
+/// command line (see [`job_fingerprint`]).
+pub static JOB_FINGERPRINT: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Arguments that may differ between the processes of one job: the process index, the worker
+/// count (compared by the runtime itself, see `riffle_runtime::execute::WORKERS_SETTING`), and
+/// files each process writes for itself.
+const PER_PROCESS_ARGS: [&str; 6] = ["process", "workers", "output", "dead_letter", "help", "version"];
+
+/// The settings of the command `matches` holds, as `("--flag", value)` pairs: the subcommand
+/// path, then every argument of the innermost subcommand with its value (defaults included,
+/// so that spelling a default out does not count as a difference), except the per-process
+/// ones. Processes of one job exchange these when they connect and refuse to differ.
+pub fn job_fingerprint(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    let (mut command, mut matches) = (command, matches);
+    let mut path = Vec::new();
+    while let Some((name, sub)) = matches.subcommand() {
+        let Some(c) = command.find_subcommand(name) else { break };
+        path.push(name.to_string());
+        (command, matches) = (c, sub);
+    }
+    let mut settings = vec![("command".to_string(), path.join(" "))];
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if PER_PROCESS_ARGS.contains(&id) {
+            continue;
+        }
+        let Ok(Some(raw)) = matches.try_get_raw(id) else {
+            continue;
+        };
+        let value: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+        let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
+        settings.push((name, value.join(",")));
+    }
+    settings
+}
+
+/// Worker threads allowed per core: far more only adds scheduling and progress traffic (each
+/// worker takes part in timely's all-to-all progress protocol, so the cost of a round grows
+/// with the square of the workers) without adding parallelism.
+pub const MAX_WORKERS_PER_CORE: usize = 64;
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Refuses more than [`MAX_WORKERS_PER_CORE`] workers per core and warns above one per core.
+fn check_workers(workers: usize, cores: usize) -> Result<()> {
+    let limit = MAX_WORKERS_PER_CORE * cores;
+    if workers > limit {
+        return Err(Error::Config(format!(
+            "--workers {workers} is more than {MAX_WORKERS_PER_CORE} per core on this machine's {cores} core(s) \
+             (at most {limit}); workers beyond the cores add overhead, not parallelism"
+        )));
+    }
+    if workers > cores {
+        tracing::warn!(
+            "--workers {workers} is more than the {cores} core(s) available: the workers share them, \
+             which is slower than one worker per core"
+        );
+    }
+    Ok(())
+}
+
+/// Puts `flag` in front of a configuration error's message (once: `invalid configuration:
+/// --window: …`, not `invalid configuration: --window: invalid configuration: …`).
+pub fn flag_error(flag: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Config(message) => Error::Config(format!("{flag}: {message}")),
+        other => other,
+    }
+}
+
+/// Parses an optional duration flag. Durations are not negative; the values are taken with
+/// clap's `allow_hyphen_values` so that `--window -5s` reaches this check (instead of clap
+/// taking `-5s` for a flag) and gets a clear error.
 pub fn millis(flag: &str, value: &Option<String>) -> Result<Option<i64>> {
     value
         .as_deref()
-        .map(|v| parse_millis(v).map_err(|e| Error::Config(format!("--{flag}: {e}"))))
+        .map(|v| {
+            if v.trim_start().starts_with('-') {
+                return Err(Error::Config(format!("--{flag}: must not be negative, got '{v}'")));
+            }
+            parse_millis(v).map_err(flag_error(&format!("--{flag}")))
+        })
         .transpose()
 }
 
@@ -105,10 +224,10 @@ pub struct SourceArgs {
     #[arg(long, value_enum, default_value_t = TimeArg::Processing)]
     pub time: TimeArg,
     /// Event time: how far records may be out of order and still be on time.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub out_of_orderness: Option<String>,
     /// Event time: a split without records for this long stops holding the watermark back.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub idle_timeout: Option<String>,
     /// Also write malformed lines here (JSON lines with origin, line number, error, raw text).
     #[arg(long)]
@@ -139,7 +258,7 @@ pub struct CheckpointArgs {
     #[arg(long)]
     pub checkpoint_dir: Option<std::path::PathBuf>,
     /// Time between checkpoints.
-    #[arg(long, default_value = "1s", requires = "checkpoint_dir")]
+    #[arg(long, default_value = "1s", requires = "checkpoint_dir", allow_hyphen_values = true)]
     pub checkpoint_interval: String,
     /// Complete checkpoints to keep (at least 2).
     #[arg(long, default_value_t = 3, requires = "checkpoint_dir")]
@@ -368,6 +487,9 @@ impl SourceArgs {
     /// fingerprint of the job's own settings, to which the input's are added.
     pub fn open(&self, lateness: &Option<String>, job: JobFingerprint) -> Result<TextInput> {
         let exec = self.execution.config()?;
+        if self.chunk_lines == 0 {
+            return Err(Error::Config("--chunk-lines must be at least 1".into()));
+        }
         let uri = riffle_connectors::SourceUri::parse(&self.source)?;
         // Fail fast, with the path, on a missing file (sockets are connected by the reader).
         let splits = uri.splits()?;
@@ -417,10 +539,10 @@ impl SourceArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct FixedWindowArgs {
     /// Window size (e.g. 5s). Without it, one result for the whole input.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub window: Option<String>,
     /// Slide of sliding (hopping) windows (e.g. 2s).
-    #[arg(long, requires = "window")]
+    #[arg(long, requires = "window", allow_hyphen_values = true)]
     pub slide: Option<String>,
 }
 

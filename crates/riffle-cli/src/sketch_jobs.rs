@@ -51,15 +51,17 @@ pub struct DistinctArgs {
     /// Counting method.
     #[arg(long, value_enum, default_value_t = DistinctMethod::Hll)]
     pub method: DistinctMethod,
-    /// HyperLogLog precision, 4 to 21.
-    #[arg(long, default_value_t = 14)]
-    pub precision: u8,
-    /// Bloom: target false-positive rate at --expected-items.
-    #[arg(long, default_value_t = 0.01)]
-    pub fp_rate: f64,
-    /// Bloom: distinct words expected per window (sizes the filter).
-    #[arg(long, default_value_t = 100_000)]
-    pub expected_items: u64,
+    /// HyperLogLog precision, 4 to 21 [default: 14]; only with --method hll.
+    #[arg(long)]
+    pub precision: Option<u8>,
+    /// Bloom: target false-positive rate at --expected-items [default: 0.01]; only with
+    /// --method bloom.
+    #[arg(long)]
+    pub fp_rate: Option<f64>,
+    /// Bloom: distinct words expected per window, sizes the filter [default: 100000]; only
+    /// with --method bloom.
+    #[arg(long)]
+    pub expected_items: Option<u64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,
@@ -132,16 +134,49 @@ where
     crate::job_end::finish(job, crate::job_end::RECORDS, &ctx, metrics, max_malformed_ratio)
 }
 
+/// `--precision` when not given.
+const DEFAULT_PRECISION: u8 = 14;
+/// `--expected-items` when not given.
+const DEFAULT_EXPECTED_ITEMS: u64 = 100_000;
+/// `--fp-rate` when not given.
+const DEFAULT_FP_RATE: f64 = 0.01;
+
+/// Refuses the sizing options of the methods `method` does not use: they would be ignored.
+fn check_method_options(args: &DistinctArgs) -> Result<()> {
+    let method = args.method;
+    let ignored = |set: bool, flag: &str, wanted: DistinctMethod| {
+        if set && method != wanted {
+            return Err(Error::Config(format!(
+                "{flag} applies to --method {}, not --method {}",
+                wanted.name(),
+                method.name()
+            )));
+        }
+        Ok(())
+    };
+    ignored(args.precision.is_some(), "--precision", DistinctMethod::Hll)?;
+    ignored(args.fp_rate.is_some(), "--fp-rate", DistinctMethod::Bloom)?;
+    ignored(args.expected_items.is_some(), "--expected-items", DistinctMethod::Bloom)?;
+    if args.expected_items == Some(0) {
+        return Err(Error::Config("--expected-items must be at least 1".into()));
+    }
+    Ok(())
+}
+
 /// Runs `riffle distinct`.
 pub fn run_distinct(args: DistinctArgs) -> Result<()> {
+    check_method_options(&args)?;
     // The sketch's state depends on the method and its parameters.
     let job = JobFingerprint::new("riffle distinct").with("--method", args.method.name());
     let job = match args.method {
         DistinctMethod::Exact => job,
-        DistinctMethod::Hll => job.with("--precision", args.precision),
+        DistinctMethod::Hll => job.with("--precision", args.precision.unwrap_or(DEFAULT_PRECISION)),
         DistinctMethod::Bloom => job
-            .with("--expected-items", args.expected_items)
-            .with("--fp-rate", args.fp_rate),
+            .with(
+                "--expected-items",
+                args.expected_items.unwrap_or(DEFAULT_EXPECTED_ITEMS),
+            )
+            .with("--fp-rate", args.fp_rate.unwrap_or(DEFAULT_FP_RATE)),
     };
     let input = args.input.open(&None, args.windows.fingerprint(job)?)?;
     let windows = args.windows.windows()?;
@@ -169,15 +204,57 @@ pub fn run_distinct(args: DistinctArgs) -> Result<()> {
             run_words(input, (&args.output, &args.sink), "distinct", (windows, agg), format)
         }
         DistinctMethod::Hll => {
-            let agg = ApproxDistinct::new(args.precision, |w: &CompactString| w.as_str())
-                .map_err(|e| config(format!("--precision: {e}")))?;
+            let agg = ApproxDistinct::new(args.precision.unwrap_or(DEFAULT_PRECISION), |w: &CompactString| {
+                w.as_str()
+            })
+            .map_err(|e| config(format!("--precision: {e}")))?;
             run_words(input, (&args.output, &args.sink), "distinct", (windows, agg), format)
         }
         DistinctMethod::Bloom => {
-            let agg = BloomDistinct::new(args.expected_items, args.fp_rate, |w: &CompactString| w.as_str())
+            let (items, rate) = (
+                args.expected_items.unwrap_or(DEFAULT_EXPECTED_ITEMS),
+                args.fp_rate.unwrap_or(DEFAULT_FP_RATE),
+            );
+            let agg = BloomDistinct::new(items, rate, |w: &CompactString| w.as_str())
                 .map_err(|e| config(format!("--fp-rate/--expected-items: {e}")))?;
             run_words(input, (&args.output, &args.sink), "distinct", (windows, agg), format)
         }
+    }
+}
+
+/// Slots of the frequent-items map per reported item below which `topk` warns: with fewer,
+/// a window's distinct words soon exceed the map (it holds `0.75 · map_size` counters), purges
+/// start, and the counts reported are only upper bounds off by up to `3.5 · N / map_size` for
+/// `N` words in the window (the DataSketches frequent-items guarantee). The same rule as
+/// `TopKSketch::map_size_for`.
+const SLOTS_PER_ITEM: usize = 32;
+
+/// A window's top words with their counts, and the sketch's maximum error (0: exact).
+type TopWithError = (Vec<(String, u64)>, u64);
+
+/// `TopK` that also reports the sketch's error bound: `(top, maximum error)`, the maximum
+/// error being 0 while the counts are exact.
+#[derive(Clone)]
+struct TopKWithError<F>(TopK<F>);
+
+impl<F> Aggregate<CompactString> for TopKWithError<F>
+where
+    F: for<'a> Fn(&'a CompactString) -> &'a str + Clone + Send + Sync + 'static,
+{
+    type Acc = riffle_sketch::TopKSketch;
+    type Output = TopWithError;
+
+    fn create(&self) -> Self::Acc {
+        self.0.create()
+    }
+    fn add(&self, acc: &mut Self::Acc, value: CompactString) {
+        self.0.add(acc, value)
+    }
+    fn merge(&self, acc: &mut Self::Acc, other: Self::Acc) {
+        self.0.merge(acc, other)
+    }
+    fn result(&self, acc: &Self::Acc) -> Self::Output {
+        (self.0.result(acc), acc.maximum_error())
     }
 }
 
@@ -188,15 +265,28 @@ pub fn run_topk(args: TopkArgs) -> Result<()> {
         .with("--map-size", args.map_size);
     let input = args.input.open(&None, args.windows.fingerprint(job)?)?;
     let windows = args.windows.windows()?;
+    if args.map_size < SLOTS_PER_ITEM.saturating_mul(args.k as usize) {
+        tracing::warn!(
+            "--map-size {} is below {SLOTS_PER_ITEM} slots per reported item (--k {}: {}): once a window holds \
+             more than {} distinct words the counts are estimates, too high by up to the error bound printed \
+             with each result (±N)",
+            args.map_size,
+            args.k,
+            SLOTS_PER_ITEM * args.k as usize,
+            args.map_size * 3 / 4
+        );
+    }
     let agg = TopK::new(args.k, args.map_size, |w: &CompactString| w.as_str())
         .map_err(|e| Error::Config(format!("--k/--map-size: {e}")))?;
+    let agg = TopKWithError(agg);
     let json = output_format(args.format, &args.sink) == FormatArg::Json;
-    let format = move |r: &WindowResult<(), Vec<(String, u64)>>, out: &mut Vec<u8>| {
+    let format = move |r: &WindowResult<(), TopWithError>, out: &mut Vec<u8>| {
+        let (top, max_error) = (&r.value.0, r.value.1);
         if json {
             out.push(b'{');
             window_prefix(r.window, out);
             out.extend_from_slice(b"\"top\":[");
-            for (i, (word, n)) in r.value.iter().enumerate() {
+            for (i, (word, n)) in top.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -204,13 +294,21 @@ pub fn run_topk(args: TopkArgs) -> Result<()> {
                 json_str(word, out);
                 let _ = write!(out, ",\"count\":{n}}}");
             }
-            out.extend_from_slice(b"]}\n");
+            out.push(b']');
+            // Only when the counts are estimates: exact results keep their shape.
+            if max_error > 0 {
+                let _ = write!(out, ",\"max_error\":{max_error}");
+            }
+            out.extend_from_slice(b"}\n");
         } else {
-            let top: Vec<String> = r.value.iter().map(|(word, n)| format!("{word}:{n}")).collect();
+            let mut line: Vec<String> = top.iter().map(|(word, n)| format!("{word}:{n}")).collect();
+            if max_error > 0 {
+                line.push(format!("(counts ±{max_error})"));
+            }
             if r.window.is_global() {
-                let _ = writeln!(out, "{}", top.join(" "));
+                let _ = writeln!(out, "{}", line.join(" "));
             } else {
-                let _ = writeln!(out, "[{}, {}) {}", r.window.start, r.window.end, top.join(" "));
+                let _ = writeln!(out, "[{}, {}) {}", r.window.start, r.window.end, line.join(" "));
             }
         }
     };

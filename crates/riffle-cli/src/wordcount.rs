@@ -24,7 +24,7 @@ pub struct WordcountArgs {
     #[command(flatten)]
     pub windows: FixedWindowArgs,
     /// Session windows with this inactivity gap instead of fixed windows.
-    #[arg(long, conflicts_with_all = ["window", "count_window"])]
+    #[arg(long, conflicts_with_all = ["window", "count_window"], allow_hyphen_values = true)]
     pub session_gap: Option<String>,
     /// Count windows: one result per word every N occurrences.
     #[arg(long, conflicts_with = "window")]
@@ -33,7 +33,8 @@ pub struct WordcountArgs {
     #[arg(long, requires = "count_window")]
     pub count_slide: Option<u64>,
     /// Event time: how long a window accepts late records after it fired (each updates it).
-    #[arg(long)]
+    /// Applies to time windows (--window or --session-gap).
+    #[arg(long, allow_hyphen_values = true)]
     pub lateness: Option<String>,
     /// Write records later than the allowed lateness here (JSON lines).
     #[arg(long)]
@@ -142,6 +143,12 @@ fn fingerprint(args: &WordcountArgs) -> Result<JobFingerprint> {
 
 /// Runs the word count.
 pub fn run(args: WordcountArgs) -> Result<()> {
+    if args.lateness.is_some() && args.windows.window.is_none() && args.session_gap.is_none() {
+        // Without time windows nothing fires before the input ends, so nothing can be late.
+        return Err(riffle_core::Error::Config(
+            "--lateness applies to time windows: use it with --window or --session-gap".into(),
+        ));
+    }
     let input = args.input.open(&args.lateness, fingerprint(&args)?)?;
     let gap = millis("session-gap", &args.session_gap)?;
     let lateness = millis("lateness", &args.lateness)?.unwrap_or(0);

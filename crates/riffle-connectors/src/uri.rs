@@ -30,6 +30,14 @@ impl SourceUri {
 
     /// Parses `socket://HOST:PORT`, `file://PATH`, `-`, `stdin://`, `kafka://HOST:PORT/TOPIC?…` or
     /// `generate://words?lines=N&words=W&vocabulary=V&seed=S&disorder=MS&step=MS&rate=LINES_PER_S`.
+    /// A bare path without a scheme (`words.txt`, `/data/in`) means `file://` that path.
+    ///
+    /// ```
+    /// use riffle_connectors::SourceUri;
+    /// assert_eq!(SourceUri::parse("words.txt").unwrap(), SourceUri::Files("words.txt".into()));
+    /// assert_eq!(SourceUri::parse("-").unwrap(), SourceUri::Stdin);
+    /// assert!(SourceUri::parse("ftp://host/words.txt").is_err());
+    /// ```
     pub fn parse(uri: &str) -> Result<SourceUri> {
         if uri == "-" || uri == "stdin://" || uri == "stdin:" {
             return Ok(SourceUri::Stdin);
@@ -51,6 +59,11 @@ impl SourceUri {
         }
         if uri.starts_with("kafka://") {
             return SourceUri::kafka(crate::kafka::KafkaUri::parse(uri)?);
+        }
+        // A bare path (no `scheme://`) means a file or folder, as `nexmark run --input` takes
+        // it; something that looks like another scheme (`ftp://x`) stays an error.
+        if !uri.is_empty() && !uri.contains("://") {
+            return Ok(SourceUri::Files(PathBuf::from(uri)));
         }
         Err(Error::Config(format!(
             "source '{uri}': unknown scheme (use socket://HOST:PORT, file://PATH, - for stdin, kafka://HOST:PORT/TOPIC, or generate://words?...)"

@@ -170,7 +170,12 @@ impl<K: Hash + Eq + Clone, D: Clone, A: Aggregate<D>> CountWindowState<K, D, A> 
         if self.pending.is_empty() {
             return;
         }
-        let (mut ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|r| r.0 < wm);
+        // At the end of the input (`WATERMARK_MAX`) every record is sequenced, also one whose
+        // sequence time is `i64::MAX` itself and so never below a watermark.
+        let end = wm == crate::time::WATERMARK_MAX;
+        let (mut ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|r| end || r.0 < wm);
         self.pending = rest;
         // Stable: equal (sequence, ts) keep their arrival order.
         ready.sort_by_key(|r| (r.0, r.1));
@@ -225,6 +230,16 @@ mod tests {
         st.advance(i64::MAX, &mut |_, _, n| out.push(n));
         // fires after records 2, 4, 6 with the last three (or fewer).
         assert_eq!(out, vec![1 + 2, 2 + 3 + 4, 4 + 5 + 6]);
+    }
+
+    #[test]
+    fn records_at_the_end_of_time_fire_when_the_input_ends() {
+        let mut st = CountWindowState::<u8, i64, _>::new(CountWindows::tumbling(1).unwrap(), Sum::new(|x: &i64| *x));
+        st.add(0, i64::MAX, i64::MIN, 7);
+        st.add(0, i64::MIN, i64::MIN, 1);
+        let mut out = vec![];
+        st.advance(i64::MAX, &mut |w, _, n| out.push((w.start, n)));
+        assert_eq!(out, vec![(i64::MIN, 1), (i64::MAX, 7)]);
     }
 
     #[test]

@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 /// Parses a duration such as `5s`, `250ms` or `2min` into whole milliseconds.
 ///
 /// A bare `0` is accepted as zero. Sub-millisecond parts are rejected rather than rounded
-/// silently.
+/// silently, and so are durations above [`crate::time::MAX_DURATION`] (about 36 million
+/// years), which window arithmetic could not represent.
 ///
 /// ```
 /// use riffle_core::duration::parse_millis;
@@ -26,5 +27,11 @@ pub fn parse_millis(text: &str) -> Result<i64> {
             "invalid duration '{text}': finer than a millisecond"
         )));
     }
-    i64::try_from(d.as_millis()).map_err(|_| Error::Config(format!("invalid duration '{text}': too large")))
+    match i64::try_from(d.as_millis()) {
+        Ok(ms) if ms <= crate::time::MAX_DURATION => Ok(ms),
+        _ => Err(Error::Config(format!(
+            "invalid duration '{text}': too large (at most {} ms)",
+            crate::time::MAX_DURATION
+        ))),
+    }
 }

@@ -12,7 +12,7 @@
 //! use riffle_core::window::{SlidingWindows, WindowAssigner};
 //! let hop = SlidingWindows::of_millis(10_000, 2_000).unwrap();
 //! let mut windows = Vec::new();
-//! hop.assign(12_345, &mut |w| windows.push(w));
+//! hop.assign(12_345, &mut |w| windows.push(w)).unwrap();
 //! assert_eq!(windows.len(), 5);
 //! assert!(windows.iter().all(|w| w.start <= 12_345 && 12_345 < w.end));
 //! ```

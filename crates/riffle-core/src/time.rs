@@ -29,6 +29,42 @@ pub const WATERMARK_MIN: Watermark = i64::MIN;
 /// The watermark of a finished input: every window may fire.
 pub const WATERMARK_MAX: Watermark = i64::MAX;
 
+/// The earliest event time a record may carry: −2⁶² ms, about 146 million years before 1970.
+///
+/// Event times are `i64` milliseconds, but not every `i64` is usable: a window's end, its
+/// cleanup time (end + allowed lateness) and the watermark derived from it must be
+/// representable and must stay clear of [`WATERMARK_MIN`] and [`WATERMARK_MAX`], which mean
+/// "nothing seen yet" and "input finished". Sources reject records outside
+/// `[EVENT_TIME_MIN, EVENT_TIME_MAX]` as malformed (see [`check_event_time`]), and durations are
+/// at most [`MAX_DURATION`], so that `ts ± size ± slide ± lateness` never overflows.
+pub const EVENT_TIME_MIN: EventTime = -(1 << 62);
+/// The latest event time a record may carry: 2⁶² − 1 ms (see [`EVENT_TIME_MIN`]).
+pub const EVENT_TIME_MAX: EventTime = (1 << 62) - 1;
+/// The longest duration a window size, slide, session gap, lateness or out-of-orderness may
+/// have: 2⁶⁰ ms, about 36 million years. With event times in
+/// `[EVENT_TIME_MIN, EVENT_TIME_MAX]`, window arithmetic on such durations cannot overflow.
+pub const MAX_DURATION: i64 = 1 << 60;
+
+/// Checks that `ts` lies in `[EVENT_TIME_MIN, EVENT_TIME_MAX]`; the error says why a record
+/// with this event time cannot be windowed (sources report it as malformed).
+///
+/// ```
+/// use riffle_core::time::{check_event_time, EVENT_TIME_MAX};
+/// assert_eq!(check_event_time(1_700_000_000_000), Ok(1_700_000_000_000));
+/// assert!(check_event_time(EVENT_TIME_MAX + 1).is_err());
+/// assert!(check_event_time(i64::MIN).is_err());
+/// ```
+pub fn check_event_time(ts: EventTime) -> std::result::Result<EventTime, String> {
+    if (EVENT_TIME_MIN..=EVENT_TIME_MAX).contains(&ts) {
+        Ok(ts)
+    } else {
+        Err(format!(
+            "event time {ts} is outside the supported range [{EVENT_TIME_MIN}, {EVENT_TIME_MAX}] \
+             (its window or the watermark would not be representable)"
+        ))
+    }
+}
+
 /// How a source derives watermarks from the event times it sees.
 ///
 /// ```
@@ -122,7 +158,8 @@ impl WatermarkGenerator {
     }
 }
 
-/// Floor division for event times, correct for negative times.
+/// Floor division for event times, correct for negative times. Saturates at `i64::MIN`
+/// when the multiple of `step` below `ts` is not representable; `step` must be positive.
 ///
 /// ```
 /// assert_eq!(riffle_core::time::floor_to(-1, 5), -5);
@@ -130,7 +167,8 @@ impl WatermarkGenerator {
 /// ```
 #[inline]
 pub fn floor_to(ts: EventTime, step: i64) -> EventTime {
-    ts - ts.rem_euclid(step)
+    // `ts - rem` underflows only for `ts` within `step` of `i64::MIN`.
+    ts.checked_sub(ts.rem_euclid(step)).unwrap_or(i64::MIN)
 }
 
 #[cfg(test)]

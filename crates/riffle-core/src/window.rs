@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::time::{floor_to, EventTime};
+use crate::time::{floor_to, EventTime, MAX_DURATION};
 
 /// A time window `[start, end)`, in milliseconds of event time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -47,14 +47,62 @@ impl Window {
 
 /// Assigns records to windows by event time.
 pub trait WindowAssigner {
-    /// Calls `f` with every window containing `ts`.
-    fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window));
+    /// Calls `f` with every window containing `ts`, or, when one of those windows cannot be
+    /// represented in `i64` milliseconds (its start or end would overflow), calls `f` with
+    /// none of them and returns [`Unrepresentable`]. It never panics or overflows, for any `ts`.
+    fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) -> Result<(), Unrepresentable>;
+}
+
+/// A record's windows cannot be represented: `ts` is too close to `i64::MIN` or `i64::MAX`
+/// for the window arithmetic. Sources avoid it by rejecting event times outside
+/// [`crate::time::EVENT_TIME_MIN`]`..=`[`crate::time::EVENT_TIME_MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unrepresentable {
+    /// The event time.
+    pub ts: EventTime,
+}
+
+impl std::fmt::Display for Unrepresentable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the windows of event time {} cannot be represented", self.ts)
+    }
+}
+
+impl std::error::Error for Unrepresentable {}
+
+/// `[start, end)` as a window if both fit in `i64` (computed in `i128`, which cannot
+/// overflow for `i64` operands).
+fn checked_window(start: i128, end: i128) -> Option<Window> {
+    Some(Window {
+        start: i64::try_from(start).ok()?,
+        end: i64::try_from(end).ok()?,
+    })
+}
+
+/// The largest multiple of `step` at or below `x`, in `i128`.
+fn floor_wide(x: i128, step: i128) -> i128 {
+    x - x.rem_euclid(step)
+}
+
+/// `x` clamped into `i64`.
+fn clamp_i64(x: i128) -> i64 {
+    x.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 fn millis(d: Duration, what: &str) -> Result<i64> {
     let ms = i64::try_from(d.as_millis()).map_err(|_| Error::Config(format!("{what} too large")))?;
     if ms <= 0 {
         return Err(Error::Config(format!("{what} must be at least 1ms, got {d:?}")));
+    }
+    in_range(ms, what)
+}
+
+/// Checks that a duration of `ms` milliseconds is at most [`MAX_DURATION`].
+fn in_range(ms: i64, what: &str) -> Result<i64> {
+    if ms > MAX_DURATION {
+        return Err(Error::Config(format!(
+            "{what} of {ms}ms is too large (at most {MAX_DURATION}ms)"
+        )));
     }
     Ok(ms)
 }
@@ -66,8 +114,9 @@ fn millis(d: Duration, what: &str) -> Result<i64> {
 /// use riffle_core::window::{TumblingWindows, WindowAssigner};
 /// let w = TumblingWindows::of(Duration::from_secs(5));
 /// let mut got = vec![];
-/// w.assign(7_000, &mut |w| got.push((w.start, w.end)));
+/// w.assign(7_000, &mut |w| got.push((w.start, w.end))).unwrap();
 /// assert_eq!(got, vec![(5_000, 10_000)]);
+/// assert!(w.assign(i64::MAX, &mut |_| unreachable!()).is_err()); // [.., i64::MAX + 1)
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TumblingWindows {
@@ -93,17 +142,18 @@ impl TumblingWindows {
                 "window size must be at least 1ms, got {size_ms}ms"
             )));
         }
-        Ok(TumblingWindows { size: size_ms })
+        Ok(TumblingWindows {
+            size: in_range(size_ms, "window size")?,
+        })
     }
 }
 
 impl WindowAssigner for TumblingWindows {
-    fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) {
-        let start = floor_to(ts, self.size);
-        f(Window {
-            start,
-            end: start.saturating_add(self.size),
-        })
+    fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) -> Result<(), Unrepresentable> {
+        let start = floor_wide(i128::from(ts), i128::from(self.size));
+        let w = checked_window(start, start + i128::from(self.size)).ok_or(Unrepresentable { ts })?;
+        f(w);
+        Ok(())
     }
 }
 
@@ -140,23 +190,33 @@ impl SlidingWindows {
             )));
         }
         Ok(SlidingWindows {
-            size: size_ms,
+            size: in_range(size_ms, "window size")?,
             slide: slide_ms,
         })
     }
 }
 
 impl WindowAssigner for SlidingWindows {
-    fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) {
-        let last_start = floor_to(ts, self.slide);
-        let mut start = last_start;
-        while start > ts - self.size {
-            f(Window {
-                start,
-                end: start.saturating_add(self.size),
-            });
-            start -= self.slide;
+    fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) -> Result<(), Unrepresentable> {
+        // Window starts are the multiples of `slide` in (ts - size, ts]. All of them are
+        // checked before any is emitted, so that a record is counted in all its windows or
+        // in none.
+        let (t, size, slide) = (i128::from(ts), i128::from(self.size), i128::from(self.slide));
+        let last_start = floor_wide(t, slide);
+        let first_start = floor_wide(t - size, slide) + slide;
+        if checked_window(first_start, last_start + size).is_none() {
+            return Err(Unrepresentable { ts });
         }
+        let mut start = last_start;
+        while start >= first_start {
+            // Representable: first_start <= start <= last_start.
+            f(Window {
+                start: start as i64,
+                end: (start + size) as i64,
+            });
+            start -= slide;
+        }
+        Ok(())
     }
 }
 
@@ -186,16 +246,17 @@ impl SessionWindows {
                 "session gap must be at least 1ms, got {gap_ms}ms"
             )));
         }
-        Ok(SessionWindows { gap: gap_ms })
+        Ok(SessionWindows {
+            gap: in_range(gap_ms, "session gap")?,
+        })
     }
 }
 
 impl WindowAssigner for SessionWindows {
-    fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) {
-        f(Window {
-            start: ts,
-            end: ts.saturating_add(self.gap),
-        })
+    fn assign(&self, ts: EventTime, f: &mut dyn FnMut(Window)) -> Result<(), Unrepresentable> {
+        let end = ts.checked_add(self.gap).ok_or(Unrepresentable { ts })?;
+        f(Window { start: ts, end });
+        Ok(())
     }
 }
 
@@ -204,8 +265,9 @@ impl WindowAssigner for SessionWindows {
 pub struct GlobalWindows;
 
 impl WindowAssigner for GlobalWindows {
-    fn assign(&self, _ts: EventTime, f: &mut dyn FnMut(Window)) {
-        f(Window::ALL)
+    fn assign(&self, _ts: EventTime, f: &mut dyn FnMut(Window)) -> Result<(), Unrepresentable> {
+        f(Window::ALL);
+        Ok(())
     }
 }
 
@@ -323,32 +385,36 @@ impl Slicing {
     }
 
     /// Calls `f` with every window covering the pane that starts at `pane_start`, in order
-    /// of increasing end.
+    /// of increasing end. Windows whose start is below `i64::MIN` are left out and ends are
+    /// clamped at `i64::MAX` (only possible for event times outside
+    /// [`crate::time::EVENT_TIME_MIN`]`..=`[`crate::time::EVENT_TIME_MAX`], which sources
+    /// reject); the arithmetic is done in `i128` so that it never overflows or loops.
     pub fn windows_of_pane(&self, pane_start: EventTime, f: &mut dyn FnMut(Window)) {
         if self.is_global() {
             return f(Window::ALL);
         }
         // Window starts are multiples of `slide` in (pane_start - size, pane_start].
-        let last = floor_to(pane_start, self.slide);
-        let mut start = last;
-        while start > pane_start - self.size {
-            start -= self.slide;
-        }
-        start += self.slide;
+        let (p, size, slide) = (i128::from(pane_start), i128::from(self.size), i128::from(self.slide));
+        let last = floor_wide(p, slide);
+        let mut start = floor_wide(p - size, slide) + slide;
         while start <= last {
-            f(Window {
-                start,
-                end: start.saturating_add(self.size),
-            });
-            start += self.slide;
+            if start >= i128::from(i64::MIN) {
+                f(Window {
+                    start: start as i64,
+                    end: clamp_i64(start + size),
+                });
+            }
+            start += slide;
         }
     }
 
     /// The end of the earliest-ending window that covers the pane at `pane_start`.
     pub fn first_window_end(&self, pane_start: EventTime) -> EventTime {
-        let mut end = i64::MAX;
-        self.windows_of_pane(pane_start, &mut |w| end = end.min(w.end));
-        end
+        if self.is_global() {
+            return i64::MAX;
+        }
+        let (p, size, slide) = (i128::from(pane_start), i128::from(self.size), i128::from(self.slide));
+        clamp_i64(floor_wide(p - size, slide) + slide + size)
     }
 
     /// The end of the latest-ending window that covers the pane at `pane_start`.
@@ -356,7 +422,7 @@ impl Slicing {
         if self.is_global() {
             return i64::MAX;
         }
-        floor_to(pane_start, self.slide).saturating_add(self.size)
+        clamp_i64(floor_wide(i128::from(pane_start), i128::from(self.slide)) + i128::from(self.size))
     }
 
     /// The panes a window covers: `[window.start, window.end)` in steps of `pane`.
@@ -369,7 +435,7 @@ impl Slicing {
             next = if global {
                 None
             } else {
-                Some(p + step).filter(|&n| n < window.end)
+                p.checked_add(step).filter(|&n| n < window.end)
             };
             Some(p)
         })
@@ -386,7 +452,7 @@ mod tests {
             let w = SlidingWindows::of_millis(size, slide).unwrap();
             for ts in -30..30 {
                 let mut got = vec![];
-                w.assign(ts, &mut |w| got.push(w));
+                w.assign(ts, &mut |w| got.push(w)).unwrap();
                 let mut expect = vec![];
                 for start in (-100..100).filter(|s: &i64| s.rem_euclid(slide) == 0) {
                     if start <= ts && ts < start + size {
@@ -414,7 +480,7 @@ mod tests {
                 let mut via_pane = vec![];
                 s.windows_of_pane(pane, &mut |w| via_pane.push(w));
                 let mut direct = vec![];
-                assigner.assign(ts, &mut |w| direct.push(w));
+                assigner.assign(ts, &mut |w| direct.push(w)).unwrap();
                 direct.sort();
                 assert_eq!(via_pane, direct, "size {size} slide {slide} ts {ts}");
                 assert_eq!(s.last_window_end(pane), direct.iter().map(|w| w.end).max().unwrap());
@@ -423,6 +489,124 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Windows containing `ts` by definition: starts that are multiples of `slide` in
+    /// `(ts - size, ts]`, in `i128`.
+    fn expected_starts(ts: i64, size: i64, slide: i64) -> Vec<i128> {
+        let (t, size, slide) = (i128::from(ts), i128::from(size), i128::from(slide));
+        let first = floor_wide(t - size, slide) + slide;
+        (0..).map(|i| first + i * slide).take_while(|s| *s <= t).collect()
+    }
+
+    fn fits(x: i128) -> bool {
+        i64::try_from(x).is_ok()
+    }
+
+    /// Event times anywhere in `i64`, biased towards both ends where the arithmetic overflows.
+    fn any_ts() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>(),
+            (0i64..100_000).prop_map(|d| i64::MIN + d),
+            (0i64..100_000).prop_map(|d| i64::MAX - d),
+            -100_000i64..100_000,
+        ]
+    }
+
+    fn durations() -> impl proptest::strategy::Strategy<Value = (i64, i64)> {
+        use proptest::prelude::*;
+        (1i64..50_000, 1i64..50).prop_map(|(slide, k)| (slide * k, slide))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tumbling_assigns_its_one_window_or_refuses(ts in any_ts(), size in 1i64..1_000_000) {
+            let w = TumblingWindows::of_millis(size).unwrap();
+            let mut got = vec![];
+            let r = w.assign(ts, &mut |w| got.push(w));
+            let start = floor_wide(i128::from(ts), i128::from(size));
+            if fits(start) && fits(start + i128::from(size)) {
+                proptest::prop_assert!(r.is_ok());
+                proptest::prop_assert_eq!(got.len(), 1);
+                proptest::prop_assert!(got[0].start <= ts && ts < got[0].end);
+            } else {
+                proptest::prop_assert!(r.is_err() && got.is_empty());
+            }
+        }
+
+        #[test]
+        fn sliding_assigns_every_window_or_none(ts in any_ts(), (size, slide) in durations()) {
+            let w = SlidingWindows::of_millis(size, slide).unwrap();
+            let mut got = vec![];
+            let r = w.assign(ts, &mut |w| got.push(w));
+            let starts = expected_starts(ts, size, slide);
+            let representable = starts.iter().all(|&s| fits(s) && fits(s + i128::from(size)));
+            if representable {
+                proptest::prop_assert!(r.is_ok());
+                // size is a multiple of slide here: exactly size / slide windows.
+                proptest::prop_assert_eq!(got.len() as i64, size / slide);
+                for w in &got {
+                    proptest::prop_assert!(w.start <= ts && ts < w.end && w.start < w.end);
+                    proptest::prop_assert_eq!(w.end - w.start, size);
+                }
+            } else {
+                proptest::prop_assert!(r.is_err() && got.is_empty());
+            }
+        }
+
+        #[test]
+        fn session_assigns_one_window_or_refuses(ts in any_ts(), gap in 1i64..1_000_000) {
+            let w = SessionWindows::with_gap_millis(gap).unwrap();
+            let mut got = vec![];
+            match w.assign(ts, &mut |w| got.push(w)) {
+                Ok(()) => proptest::prop_assert!(got.len() == 1 && got[0].start == ts && ts < got[0].end),
+                Err(_) => proptest::prop_assert!(ts.checked_add(gap).is_none() && got.is_empty()),
+            }
+        }
+
+        /// The pane arithmetic the window operator uses never panics or loops, and agrees
+        /// with the assigner wherever the assigner can represent the windows.
+        #[test]
+        fn slicing_never_overflows(ts in any_ts(), (size, slide) in durations()) {
+            let TimeWindows::Sliced(s) = TimeWindows::from(SlidingWindows::of_millis(size, slide).unwrap()) else {
+                unreachable!()
+            };
+            let pane = s.pane_of(ts);
+            proptest::prop_assert!(pane <= ts);
+            let _ = s.pane_end(pane);
+            let mut via_pane = vec![];
+            s.windows_of_pane(pane, &mut |w| via_pane.push(w));
+            let (first, last) = (s.first_window_end(pane), s.last_window_end(pane));
+            proptest::prop_assert!(first <= last);
+            for w in &via_pane {
+                proptest::prop_assert!(w.start <= w.end);
+                proptest::prop_assert!(s.panes_of_window(*w).take(100_000).count() <= 100_000);
+            }
+            let mut direct = vec![];
+            if SlidingWindows::of_millis(size, slide).unwrap().assign(ts, &mut |w| direct.push(w)).is_ok() {
+                direct.sort();
+                proptest::prop_assert_eq!(via_pane, direct);
+            }
+        }
+
+        #[test]
+        fn representable_range_has_representable_windows(
+            ts in crate::time::EVENT_TIME_MIN..=crate::time::EVENT_TIME_MAX,
+            (size, slide) in durations(),
+        ) {
+            let w = SlidingWindows::of_millis(size, slide).unwrap();
+            proptest::prop_assert!(w.assign(ts, &mut |_| ()).is_ok());
+            proptest::prop_assert!(TumblingWindows::of_millis(size).unwrap().assign(ts, &mut |_| ()).is_ok());
+            proptest::prop_assert!(SessionWindows::with_gap_millis(size).unwrap().assign(ts, &mut |_| ()).is_ok());
+        }
+    }
+
+    #[test]
+    fn extreme_durations_are_refused() {
+        assert!(TumblingWindows::of_millis(i64::MAX).is_err());
+        assert!(SessionWindows::with_gap_millis(MAX_DURATION + 1).is_err());
+        assert!(TumblingWindows::of_millis(MAX_DURATION).is_ok());
     }
 
     #[test]

@@ -689,7 +689,7 @@ mod tests {
             got.sort();
             let mut batch: std::collections::BTreeMap<(Window, u8), u64> = Default::default();
             for (ts, k) in &records {
-                assigner.assign(*ts, &mut |w| *batch.entry((w, *k)).or_default() += 1);
+                assigner.assign(*ts, &mut |w| *batch.entry((w, *k)).or_default() += 1).unwrap();
             }
             let expect: Vec<_> = batch.into_iter().map(|((w, k), n)| (w, k, n)).collect();
             prop_assert_eq!(got, expect);

@@ -460,6 +460,7 @@ impl CheckpointStore {
             return Ok(None);
         }
         self.write_manifest(all)?;
+        tracing::debug!("checkpoint {all} complete in {}", self.config.dir.display());
         c.committed = Some(all);
         self.retain()?;
         Ok(Some(all))

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use riffle_connectors::line_reader::LineChunk;
 use riffle_connectors::{LineReader, Poll, SplitPosition, SplitSpec};
-use riffle_core::time::WATERMARK_MIN;
+use riffle_core::time::{check_event_time, WATERMARK_MIN};
 use riffle_core::{EventTime, Result, WatermarkGenerator, WatermarkStrategy};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -177,12 +177,16 @@ pub type LineDecoder<R> = Rc<dyn Fn(String) -> std::result::Result<(EventTime, R
 pub type RecordParser<R> = Rc<dyn Fn(&str) -> std::result::Result<(EventTime, R), String>>;
 
 /// The decoder of text lines: the whole line in processing time (`parser` is `None`), the text
-/// after the timestamp `parser` finds in event time.
+/// after the timestamp `parser` finds in event time. An event time outside
+/// `riffle_core::time::check_event_time`'s range makes the line malformed.
 pub(crate) fn text_decoder(parser: Option<TimestampParser>) -> LineDecoder<String> {
     Rc::new(move |mut line: String| match &parser {
         None => Ok((0, line)),
         Some(parse) => match parse(&line) {
             Ok((ts, text)) => {
+                if let Err(message) = check_event_time(ts) {
+                    return Err((message, line));
+                }
                 let skip = line.len() - text.len();
                 line.drain(..skip);
                 Ok((ts, line))
@@ -192,10 +196,15 @@ pub(crate) fn text_decoder(parser: Option<TimestampParser>) -> LineDecoder<Strin
     })
 }
 
-/// The decoder of records that `parse` reads from a line.
-pub(crate) fn record_decoder<R: 'static>(parse: RecordParser<R>) -> LineDecoder<R> {
+/// The decoder of records that `parse` reads from a line. In event time (`event_time`), a
+/// record whose event time is outside `riffle_core::time::check_event_time`'s range is
+/// malformed: its windows could not be represented.
+pub(crate) fn record_decoder<R: 'static>(parse: RecordParser<R>, event_time: bool) -> LineDecoder<R> {
     Rc::new(move |line: String| match parse(&line) {
-        Ok(record) => Ok(record),
+        Ok((ts, record)) => match check_event_time(ts) {
+            Err(message) if event_time => Err((message, line)),
+            _ => Ok((ts, record)),
+        },
         Err(message) => Err((message, line)),
     })
 }
@@ -283,6 +292,8 @@ struct SplitState<D> {
     watermark: WatermarkGenerator,
     last_data: i64,
     idle: bool,
+    /// Records this split handed out in this run (for the log line when it ends).
+    records: u64,
 }
 
 /// Writes where every split of this worker is at the end of `epoch` (those still read and
@@ -364,6 +375,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                 watermark,
                 last_data: now,
                 idle: false,
+                records: 0,
             });
         }
         let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
@@ -430,6 +442,7 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                             for r in &records {
                                 split.watermark.observe(r.0);
                             }
+                            split.records += records.len() as u64;
                             ctx.metrics()
                                 .records_in
                                 .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -455,6 +468,11 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                 }
                 if finished_now {
                     let split = splits.swap_remove(i);
+                    tracing::info!(
+                        "{op_name}: split {} ended on worker {worker} after {} records in this run",
+                        split.index,
+                        split.records
+                    );
                     finished.push((split.index, split.checkpoint(true)));
                 } else {
                     i += 1;

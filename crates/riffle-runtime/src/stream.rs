@@ -104,7 +104,7 @@ impl<'s> StreamEnv<'s> {
             &source.splits,
             self.worker_index(),
             self.workers(),
-            &record_decoder(parser),
+            &record_decoder(parser, matches!(source.mode, TimeMode::Event(_))),
             &self.ctx,
         );
         let n_splits = source.splits.len();
