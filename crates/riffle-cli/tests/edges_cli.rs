@@ -15,42 +15,9 @@ use common::{free_port, riffle};
 /// How long any one riffle run of these tests may take (each takes well under a second).
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Waits for `child` until `deadline` has passed, then kills it and panics with `what`.
-fn wait_with_deadline(mut child: Child, what: &str) -> Output {
-    let start = Instant::now();
-    // Drain the pipes on threads so that a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let out_t = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for riffle") {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: riffle did not finish within {DEADLINE:?} (killed)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_t.join().expect("stdout reader"),
-        stderr: err_t.join().expect("stderr reader"),
-    }
+/// Waits for `child` until [`DEADLINE`] has passed, then kills it and panics with `what`.
+fn wait_with_deadline(child: Child, what: &str) -> Output {
+    common::wait_with_deadline(child, DEADLINE, what)
 }
 
 /// Runs riffle with `args` under the deadline.
