@@ -50,16 +50,24 @@ impl ExecutionArgs {
     }
 }
 
-/// A one-line description of the job `matches` holds, for the log when it starts: command,
-/// workers, processes and sources.
-pub fn job_summary(command: &clap::Command, matches: &clap::ArgMatches) -> String {
-    let (mut command, mut matches) = (command, matches);
+/// The subcommand path (`nexmark run`) and the innermost subcommand with its matches.
+fn innermost_subcommand<'a>(
+    mut command: &'a clap::Command,
+    mut matches: &'a clap::ArgMatches,
+) -> (Vec<String>, &'a clap::Command, &'a clap::ArgMatches) {
     let mut path = Vec::new();
     while let Some((name, sub)) = matches.subcommand() {
         let Some(c) = command.find_subcommand(name) else { break };
         path.push(name.to_string());
         (command, matches) = (c, sub);
     }
+    (path, command, matches)
+}
+
+/// A one-line description of the job `matches` holds, for the log when it starts: command,
+/// workers, processes and sources.
+pub fn job_summary(command: &clap::Command, matches: &clap::ArgMatches) -> String {
+    let (path, command, matches) = innermost_subcommand(command, matches);
     let raw = |id: &str| -> Option<String> {
         let values = matches.try_get_raw(id).ok()??;
         Some(
@@ -100,13 +108,7 @@ const PER_PROCESS_ARGS: [&str; 6] = ["process", "workers", "output", "dead_lette
 /// so that spelling a default out does not count as a difference), except the per-process
 /// ones. Processes of one job exchange these when they connect and refuse to differ.
 pub fn job_fingerprint(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<(String, String)> {
-    let (mut command, mut matches) = (command, matches);
-    let mut path = Vec::new();
-    while let Some((name, sub)) = matches.subcommand() {
-        let Some(c) = command.find_subcommand(name) else { break };
-        path.push(name.to_string());
-        (command, matches) = (c, sub);
-    }
+    let (path, command, matches) = innermost_subcommand(command, matches);
     let mut settings = vec![("command".to_string(), path.join(" "))];
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();

@@ -3,6 +3,9 @@
 //! of an uninterrupted run; so must a restart onto another number of workers, and a restart
 //! whose newest checkpoint was corrupted or truncated.
 
+mod common;
+
+use common::kill_after_a_checkpoint;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -178,27 +181,6 @@ fn restoring_onto_1_2_and_4_workers_gives_the_same_output() {
         run_to_end(&input, &ckpt, &out, workers);
         assert!(committed(&out) == expected, "restored onto {workers} workers");
     }
-}
-
-/// Kills `child` once two checkpoints are complete (or lets it finish, on a slow machine).
-fn kill_after_a_checkpoint(child: &mut std::process::Child, ckpt: &Path) {
-    let complete = |ckpt: &Path| {
-        std::fs::read_dir(ckpt)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().join("MANIFEST").exists())
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    for _ in 0..4000 {
-        if complete(ckpt) >= 2 || child.try_wait().ok().flatten().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    child.wait().expect("reaped");
 }
 
 /// The newest complete checkpoint's directory.

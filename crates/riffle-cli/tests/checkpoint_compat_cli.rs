@@ -7,10 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 mod common;
-use common::riffle;
+use common::{kill_after_a_checkpoint, riffle};
 
 /// Generates `lines` event-time lines of 3 words into `path`.
 fn generate(path: &Path, lines: u64) {
@@ -198,27 +197,6 @@ fn committed(dir: &Path) -> Vec<String> {
     }
     lines.sort();
     lines
-}
-
-/// Kills `child` once two checkpoints are complete (or lets it finish, on a slow machine).
-fn kill_after_a_checkpoint(child: &mut std::process::Child, ckpt: &Path) {
-    let complete = |ckpt: &Path| {
-        std::fs::read_dir(ckpt)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().join("MANIFEST").exists())
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    for _ in 0..4000 {
-        if complete(ckpt) >= 2 || child.try_wait().ok().flatten().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    child.wait().expect("reaped");
 }
 
 fn sorted_lines(o: &Output) -> Vec<String> {

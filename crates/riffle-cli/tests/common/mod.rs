@@ -139,3 +139,24 @@ pub fn wait_with_deadline(
         stderr: err_t.join().expect("stderr reader"),
     }
 }
+
+/// Kills `child` once two checkpoints are complete (or lets it finish, on a slow machine).
+pub fn kill_after_a_checkpoint(child: &mut std::process::Child, ckpt: &std::path::Path) {
+    let complete = |ckpt: &std::path::Path| {
+        std::fs::read_dir(ckpt)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("MANIFEST").exists())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    for _ in 0..4000 {
+        if complete(ckpt) >= 2 || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    child.wait().expect("reaped");
+}
