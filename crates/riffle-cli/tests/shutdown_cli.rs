@@ -30,8 +30,10 @@ fn spawn(command: &mut Command) -> Child {
 
 /// Sends `signal` (`-INT`, `-TERM`) to `child`.
 fn signal(child: &Child, signal: &str) {
-    let ok = Command::new("kill")
-        .args([signal, &child.id().to_string()])
+    // The shell's builtin `kill`: a fresh machine may lack procps' /usr/bin/kill.
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill {signal} {}", child.id()))
         .status()
         .expect("kill runs")
         .success();
