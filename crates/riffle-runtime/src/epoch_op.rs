@@ -30,7 +30,7 @@ use crate::checkpoint::{CheckpointStore, Parts};
 use crate::context::JobContext;
 use crate::stream::{Data, Key, KeyedStream};
 use crate::time::{input_watermark, Time};
-use crate::window_op::{hold_frontier, message_time};
+use crate::window_op::{emit_capability, hold_frontier, hold_frontier_fired, message_time};
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 
@@ -184,6 +184,8 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
         // Records of epochs after the open one wait here until it closes (alignment).
         let mut pending: BTreeMap<u64, Vec<(i64, S::In)>> = BTreeMap::new();
         let mut dirty = DirtyGroups::new(store.is_some());
+        // The watermark the state has fired to (with checkpoints; see `hold_frontier_fired`).
+        let mut fired = i64::MIN;
         if let Some(store) = &store {
             if let Err(e) = restore_state(&mut state, &store.restored_parts(&op_name), (worker, peers), &mut out) {
                 ctx.fail(e);
@@ -239,29 +241,21 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
             for (wm, x) in pending.remove(&epoch).unwrap_or_default() {
                 state.apply(x, wm, &mut dirty);
             }
-            // Results leave in the open epoch: move the held capabilities there first (at the
-            // end, to the last epoch, whose snapshot follows the final firing).
-            if open.is_some() {
-                hold_frontier(&mut held, frontier.frontier());
-            } else {
-                for c in held.iter_mut() {
-                    if c.time().epoch < epoch {
-                        let t = Time::new(epoch, c.time().watermark);
-                        c.downgrade(&t);
-                    }
-                }
-            }
             // Records held back for a later epoch may have arrived with a lower watermark than
             // the frontier's (the frontier holds another source's older epoch at a higher
             // watermark): the state must not move past them.
             let held_back = pending.values().flatten().map(|(wm, _)| *wm).min().unwrap_or(i64::MAX);
             if let Some(wm) = input_watermark(frontier.frontier(), &ctx) {
-                state.fire(wm.min(held_back), &mut out, &mut dirty);
+                let to = wm.min(held_back);
+                state.fire(to, &mut out, &mut dirty);
+                fired = fired.max(to);
             }
             if !out.is_empty() {
-                // The open epoch's capability: a result must not belong to a later epoch than the state.
-                if let Some(c) = held.iter().min_by_key(|c| c.time().epoch) {
-                    output.session(c).give_iterator(out.drain(..));
+                // Results leave in the open epoch (at the end, the last one, whose snapshot
+                // follows the final firing), at the watermark the state had fired to before:
+                // not the frontier's, which is past the windows that fired now.
+                if let Some(c) = emit_capability(&held, epoch) {
+                    output.session(&c).give_iterator(out.drain(..));
                 }
                 out.clear();
             }
@@ -271,7 +265,7 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
                     ctx.fail(e);
                 }
             }
-            hold_frontier(&mut held, frontier.frontier());
+            hold_frontier_fired(&mut held, frontier.frontier(), fired);
         }
     })
 }

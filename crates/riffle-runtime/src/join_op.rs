@@ -28,7 +28,7 @@ use timely::progress::Antichain;
 use crate::context::StateGauge;
 use crate::stream::{Data, DataStream, Key, KeyedStream};
 use crate::time::{input_watermark, Time};
-use crate::window_op::{hold_frontier, message_time};
+use crate::window_op::{emit_capability, hold_frontier_fired, message_time};
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 
@@ -258,6 +258,8 @@ where
                 let gauge = op_ctx.state_gauge(&format!("{name} {:?}", info.address));
                 *gauge_slot.borrow_mut() = Some(Arc::clone(&gauge));
                 let mut held = vec![cap];
+                // The watermark the state has advanced to (see `hold_frontier_fired`).
+                let mut fired = i64::MIN;
                 let mut logic = logic;
                 let mut rows: Vec<(EventTime, O)> = Vec::new();
                 let mut buffer: Vec<(EventTime, Out<O, L, R>)> = Vec::new();
@@ -348,17 +350,6 @@ where
                             pending_left.extend(l);
                             pending_right.extend(r);
                         }
-                        // Rows leave in the open epoch (at the end: the last one).
-                        if open.is_some() {
-                            hold_frontier(&mut held, meet.borrow());
-                        } else {
-                            for c in held.iter_mut() {
-                                if c.time().epoch < epoch {
-                                    let t = Time::new(epoch, c.time().watermark);
-                                    c.downgrade(&t);
-                                }
-                            }
-                        }
                     }
                     // Records held back for a later epoch may have arrived with a lower watermark
                     // than their input's frontier: the state must not move past them.
@@ -406,13 +397,15 @@ where
                         } else {
                             logic.advance(lw, rw, &mut rows);
                         }
+                        fired = fired.max(lw.min(rw));
                     }
                     buffer.extend(rows.drain(..).map(|(ts, o)| (ts, Out::Row(o))));
                     if !buffer.is_empty() {
-                        // The open epoch's capability: a row must not belong to a later epoch
-                        // than the state that produced it.
-                        if let Some(c) = held.iter().min_by_key(|c| c.time().epoch) {
-                            output.session(c).give_container(&mut buffer);
+                        // Rows leave in the open epoch (a row must not belong to a later epoch
+                        // than the state that produced it; at the end, the last one), at the
+                        // watermark the state had advanced to before, not the frontier's.
+                        if let Some(c) = emit_capability(&held, epoch) {
+                            output.session(&c).give_container(&mut buffer);
                         }
                         buffer.clear();
                     }
@@ -434,7 +427,7 @@ where
                     let n = logic.len() + pending_left.len() + pending_right.len();
                     gauge.update(size, n);
                     size = n;
-                    hold_frontier(&mut held, meet.borrow());
+                    hold_frontier_fired(&mut held, meet.borrow(), fired);
                 }
             },
         );

@@ -82,6 +82,47 @@ pub(crate) fn hold_frontier(held: &mut Vec<Capability<Time>>, frontier: Antichai
     *held = next;
 }
 
+/// Replaces `held` by capabilities at the elements of `frontier`, each with its watermark
+/// lowered to `fired`, the watermark the operator's state has advanced to.
+///
+/// Results fired later come from windows (or rows) that end after `fired`, so their event
+/// times are at least `fired`; they must leave at a watermark no higher, or the next stage
+/// sees them behind the watermark of the message that carries them (late or staged). Without
+/// checkpoints the operators emit at the capability held at the previous frontier, whose
+/// watermark is the one the state had fired to; this keeps that rule when the frontier holds
+/// several epochs or the state lags the frontier (records held back for a later epoch).
+pub(crate) fn hold_frontier_fired(held: &mut Vec<Capability<Time>>, frontier: AntichainRef<'_, Time>, fired: i64) {
+    let mut next: Vec<Capability<Time>> = Vec::with_capacity(frontier.len());
+    for t in frontier.iter() {
+        let t = Time::new(t.epoch, t.watermark.min(fired));
+        if next
+            .iter()
+            .any(|c| timely::order::PartialOrder::less_equal(c.time(), &t))
+        {
+            continue;
+        }
+        if let Some(c) = held
+            .iter()
+            .find(|c| timely::order::PartialOrder::less_equal(c.time(), &t))
+        {
+            next.retain(|n| !timely::order::PartialOrder::less_equal(&t, n.time()));
+            next.push(c.delayed(&t));
+        }
+    }
+    *held = next;
+}
+
+/// The capability results leave at: epoch `epoch` (the open one: a result must not belong to
+/// a later epoch than the state), at the highest watermark `held` has up to that epoch (see
+/// [`hold_frontier_fired`]: no higher than the state had fired to before).
+pub(crate) fn emit_capability(held: &[Capability<Time>], epoch: u64) -> Option<Capability<Time>> {
+    let c = held
+        .iter()
+        .filter(|c| c.time().epoch <= epoch)
+        .max_by_key(|c| c.time().watermark)?;
+    Some(c.delayed(&Time::new(epoch, c.time().watermark)))
+}
+
 enum TimeState<K, D, A: Aggregate<D>> {
     Sliced(SlicedWindowState<K, D, A>),
     Session(SessionWindowState<K, D, A>),
