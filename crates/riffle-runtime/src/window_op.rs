@@ -70,16 +70,7 @@ pub(crate) fn message_time(cap: &InputCapability<Time>) -> Time {
 
 /// Replaces `held` by capabilities at the elements of `frontier`.
 pub(crate) fn hold_frontier(held: &mut Vec<Capability<Time>>, frontier: AntichainRef<'_, Time>) {
-    let mut next = Vec::with_capacity(frontier.len());
-    for t in frontier.iter() {
-        if let Some(c) = held
-            .iter()
-            .find(|c| timely::order::PartialOrder::less_equal(c.time(), t))
-        {
-            next.push(c.delayed(t));
-        }
-    }
-    *held = next;
+    hold_frontier_fired(held, frontier, i64::MAX);
 }
 
 /// Replaces `held` by capabilities at the elements of `frontier`, each with its watermark
