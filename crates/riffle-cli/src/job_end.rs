@@ -39,9 +39,16 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     }))
 }
 
-/// A job's context for the CLI: stopped by the signals of [`stop_flag`].
-pub fn context(strict: bool) -> JobContext {
-    JobContext::new(strict, Arc::new(riffle_runtime::SystemClock)).with_stop_flag(stop_flag())
+/// A job's context for the CLI: strict or not, its malformed records also written to
+/// `dead_letter`, stopped by the signals of [`stop_flag`]. Checks `--max-malformed-ratio`
+/// (`max_malformed_ratio`), which [`finish`] applies, before creating the dead-letter file.
+pub fn context(strict: bool, max_malformed_ratio: f64, dead_letter: Option<&std::path::Path>) -> Result<JobContext> {
+    malformed_ratio(max_malformed_ratio)?;
+    let ctx = JobContext::new(strict, Arc::new(riffle_runtime::SystemClock)).with_stop_flag(stop_flag());
+    Ok(match dead_letter {
+        Some(path) => ctx.with_dead_letter(riffle_connectors::LineSink::file(path)?),
+        None => ctx,
+    })
 }
 
 /// What a job reads and writes, for its summary: "records read, results" or "events read,

@@ -177,11 +177,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
         strategy = strategy.with_idleness(idle);
     }
     let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
-    crate::job_end::malformed_ratio(args.max_malformed_ratio)?;
-    let mut ctx = crate::job_end::context(args.strict);
-    if let Some(path) = &args.dead_letter {
-        ctx = ctx.with_dead_letter(LineSink::file(path)?);
-    }
+    let ctx = crate::job_end::context(args.strict, args.max_malformed_ratio, args.dead_letter.as_deref())?;
     let ctx = Arc::new(ctx);
     let sink = ResultSink::new(&args.output, &args.sink, &ctx, &exec)?;
     let (format, chunk) = (output_format(args.format, &args.sink), args.chunk_lines);

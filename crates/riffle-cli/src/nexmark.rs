@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use riffle_connectors::{LineSink, SourceUri};
+use riffle_connectors::SourceUri;
 use riffle_core::{Error, Result};
 use riffle_nexmark::{batch, build, source, Event, GeneratorConfig, Query};
 use riffle_runtime::checkpoint::JobFingerprint;
@@ -229,11 +229,7 @@ fn run_query(args: RunArgs) -> Result<()> {
     let store = args
         .checkpoints
         .open(fingerprint, input.as_deref().unwrap_or_default())?;
-    crate::job_end::malformed_ratio(args.max_malformed_ratio)?;
-    let mut ctx = crate::job_end::context(args.strict);
-    if let Some(path) = &args.dead_letter {
-        ctx = ctx.with_dead_letter(LineSink::file(path)?);
-    }
+    let mut ctx = crate::job_end::context(args.strict, args.max_malformed_ratio, args.dead_letter.as_deref())?;
     if let Some(store) = store {
         ctx = ctx.with_checkpoints(store);
     }

@@ -67,16 +67,8 @@ fn innermost_subcommand<'a>(
 /// A one-line description of the job `matches` holds, for the log when it starts: command,
 /// workers, processes and sources.
 pub fn job_summary(command: &clap::Command, matches: &clap::ArgMatches) -> String {
-    let (path, command, matches) = innermost_subcommand(command, matches);
-    let raw = |id: &str| -> Option<String> {
-        let values = matches.try_get_raw(id).ok()??;
-        Some(
-            values
-                .map(|v| v.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-    };
+    let (path, _, matches) = innermost_subcommand(command, matches);
+    let raw = |id: &str| raw_value(matches, id);
     let mut line = path.join(" ");
     if let Some(w) = raw("workers") {
         let processes = raw("processes").unwrap_or_else(|| "1".into());
@@ -90,8 +82,19 @@ pub fn job_summary(command: &clap::Command, matches: &clap::ArgMatches) -> Strin
             line.push_str(&format!(", --{id} {v}"));
         }
     }
-    let _ = command;
     line
+}
+
+/// The value of argument `id` as the command line gave it (or its default), several joined
+/// with commas.
+fn raw_value(matches: &clap::ArgMatches, id: &str) -> Option<String> {
+    let values = matches.try_get_raw(id).ok()??;
+    Some(
+        values
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 /// The job's settings that every process of a cluster must share, filled by `main` from the
@@ -115,12 +118,11 @@ pub fn job_fingerprint(command: &clap::Command, matches: &clap::ArgMatches) -> V
         if PER_PROCESS_ARGS.contains(&id) {
             continue;
         }
-        let Ok(Some(raw)) = matches.try_get_raw(id) else {
+        let Some(value) = raw_value(matches, id) else {
             continue;
         };
-        let value: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
         let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
-        settings.push((name, value.join(",")));
+        settings.push((name, value));
     }
     settings
 }
@@ -280,8 +282,7 @@ impl CheckpointArgs {
         let Some(dir) = &self.checkpoint_dir else {
             return Ok(None);
         };
-        let interval = parse_millis(&self.checkpoint_interval)
-            .map_err(|e| Error::Config(format!("--checkpoint-interval: {e}")))?;
+        let interval = millis("checkpoint-interval", &Some(self.checkpoint_interval.clone()))?.unwrap_or(0);
         if interval <= 0 {
             return Err(Error::Config(
                 "--checkpoint-interval must be at least 1ms (0 would cut a checkpoint between any two chunks)".into(),
@@ -514,11 +515,7 @@ impl SourceArgs {
         // The checkpoint store first: a checkpoint of another job is refused before anything
         // (the dead-letter file, the sinks) is created.
         let store = self.checkpoints.open(self.fingerprint(job)?, &splits)?;
-        crate::job_end::malformed_ratio(self.max_malformed_ratio)?;
-        let mut ctx = crate::job_end::context(self.strict);
-        if let Some(path) = &self.dead_letter {
-            ctx = ctx.with_dead_letter(riffle_connectors::LineSink::file(path)?);
-        }
+        let mut ctx = crate::job_end::context(self.strict, self.max_malformed_ratio, self.dead_letter.as_deref())?;
         if let Some(store) = store {
             ctx = ctx.with_checkpoints(store);
         }

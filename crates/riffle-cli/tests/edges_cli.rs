@@ -323,6 +323,20 @@ fn negative_durations_are_values_with_a_clear_error() {
         "{}",
         text(&o.stderr)
     );
+    let ck = dir.path().join("ck").display().to_string();
+    let o = run(&[
+        "wordcount",
+        "--source",
+        &src,
+        "--checkpoint-dir",
+        &ck,
+        "--checkpoint-interval",
+        "abc",
+    ]);
+    assert_config_error(
+        &o,
+        "invalid configuration: --checkpoint-interval: invalid duration 'abc'",
+    );
 }
 
 #[test]
