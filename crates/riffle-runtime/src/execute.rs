@@ -209,25 +209,26 @@ impl Hello {
     /// Checks that `theirs`, announced by process `them`, matches this hello of process `me`;
     /// the error names every differing setting with both values.
     pub fn check(&self, me: usize, theirs: &Hello, them: usize) -> Result<()> {
-        let lookup = |h: &Hello, name: &str| h.settings.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-        let mut names: Vec<&str> = self.settings.iter().map(|(n, _)| n.as_str()).collect();
-        for (n, _) in &theirs.settings {
-            if !names.contains(&n.as_str()) {
-                names.push(n);
-            }
-        }
-        let shown = |v: Option<String>| v.unwrap_or_else(|| "(not set)".into());
-        let diffs: Vec<String> = names
-            .into_iter()
-            .filter_map(|name| {
-                let (mine, other) = (lookup(self, name), lookup(theirs, name));
-                (mine != other).then(|| {
-                    format!(
-                        "process {them} runs with {name} {}, process {me} with {name} {}",
-                        shown(other),
-                        shown(mine)
-                    )
+        // The settings compared as a checkpoint's fingerprint is: field by field, each field
+        // one side lacks being a difference too.
+        let fields = |h: &Hello| {
+            h.settings
+                .iter()
+                .fold(crate::fingerprint::JobFingerprint::default(), |f, (name, value)| {
+                    f.with(name.as_str(), value)
                 })
+        };
+        let shown = |v: Option<String>| v.unwrap_or_else(|| "(not set)".into());
+        let diffs: Vec<String> = fields(self)
+            .differences(&fields(theirs))
+            .into_iter()
+            .map(|d| {
+                format!(
+                    "process {them} runs with {name} {}, process {me} with {name} {}",
+                    shown(d.checkpoint),
+                    shown(d.job),
+                    name = d.field
+                )
             })
             .collect();
         if diffs.is_empty() {
