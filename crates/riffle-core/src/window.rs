@@ -84,6 +84,12 @@ fn floor_wide(x: i128, step: i128) -> i128 {
     x - x.rem_euclid(step)
 }
 
+/// The start of the earliest window of `size` every `slide` that contains `t` (the smallest
+/// multiple of `slide` above `t - size`), in `i128`.
+fn first_start_wide(t: i128, size: i128, slide: i128) -> i128 {
+    floor_wide(t - size, slide) + slide
+}
+
 /// `x` clamped into `i64`.
 fn clamp_i64(x: i128) -> i64 {
     x.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
@@ -203,7 +209,7 @@ impl WindowAssigner for SlidingWindows {
         // in none.
         let (t, size, slide) = (i128::from(ts), i128::from(self.size), i128::from(self.slide));
         let last_start = floor_wide(t, slide);
-        let first_start = floor_wide(t - size, slide) + slide;
+        let first_start = first_start_wide(t, size, slide);
         if checked_window(first_start, last_start + size).is_none() {
             return Err(Unrepresentable { ts });
         }
@@ -396,7 +402,7 @@ impl Slicing {
         // Window starts are multiples of `slide` in (pane_start - size, pane_start].
         let (p, size, slide) = (i128::from(pane_start), i128::from(self.size), i128::from(self.slide));
         let last = floor_wide(p, slide);
-        let mut start = floor_wide(p - size, slide) + slide;
+        let mut start = first_start_wide(p, size, slide);
         while start <= last {
             if start >= i128::from(i64::MIN) {
                 f(Window {
@@ -414,7 +420,7 @@ impl Slicing {
             return i64::MAX;
         }
         let (p, size, slide) = (i128::from(pane_start), i128::from(self.size), i128::from(self.slide));
-        clamp_i64(floor_wide(p - size, slide) + slide + size)
+        clamp_i64(first_start_wide(p, size, slide) + size)
     }
 
     /// The end of the latest-ending window that covers the pane at `pane_start`.
