@@ -28,9 +28,11 @@ use timely::dataflow::Stream;
 
 use crate::checkpoint::{CheckpointStore, Parts};
 use crate::context::JobContext;
+use crate::progress::{
+    emit_capability, hold_frontier, hold_frontier_fired, input_watermark, message_time, open_epoch, EpochAligner,
+};
 use crate::stream::{Data, Key, KeyedStream};
-use crate::time::{input_watermark, Time};
-use crate::window_op::{emit_capability, hold_frontier, hold_frontier_fired, message_time};
+use crate::time::Time;
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 
@@ -180,9 +182,8 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
         let mut held = vec![cap];
         let mut out: Vec<S::Out> = Vec::new();
         let store = ctx.checkpoints().cloned();
-        let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
         // Records of epochs after the open one wait here until it closes (alignment).
-        let mut pending: BTreeMap<u64, Vec<(i64, S::In)>> = BTreeMap::new();
+        let mut aligner: EpochAligner<(i64, S::In)> = EpochAligner::new(store.as_ref().map_or(0, |s| s.start_epoch()));
         let mut dirty = DirtyGroups::new(store.is_some());
         // The watermark the state has fired to (with checkpoints; see `hold_frontier_fired`).
         let mut fired = i64::MIN;
@@ -213,22 +214,18 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
             };
             input.for_each(|cap, data| {
                 let t = message_time(&cap);
-                if t.epoch <= epoch {
+                if aligner.is_ahead(t.epoch) {
+                    aligner.hold(t.epoch, data.drain(..).map(|x| (t.watermark, x)));
+                } else {
                     for x in data.drain(..) {
                         state.apply(x, t.watermark, &mut dirty);
                     }
-                } else {
-                    pending
-                        .entry(t.epoch)
-                        .or_default()
-                        .extend(data.drain(..).map(|x| (t.watermark, x)));
                 }
             });
-            let open = frontier.frontier().iter().map(|t| t.epoch).min();
-            let last = open.unwrap_or_else(|| pending.keys().next_back().copied().unwrap_or(epoch).max(epoch));
+            let open = open_epoch(frontier.frontier());
             // Close every epoch the frontier has passed: its records are all here.
-            while epoch < last {
-                for (wm, x) in pending.remove(&epoch).unwrap_or_default() {
+            let now = aligner.advance(open, |epoch, records| {
+                for (wm, x) in records {
                     state.apply(x, wm, &mut dirty);
                 }
                 if dirty.any() {
@@ -236,15 +233,14 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
                         ctx.fail(e);
                     }
                 }
-                epoch += 1;
-            }
-            for (wm, x) in pending.remove(&epoch).unwrap_or_default() {
+            });
+            for (wm, x) in now {
                 state.apply(x, wm, &mut dirty);
             }
             // Records held back for a later epoch may have arrived with a lower watermark than
             // the frontier's (the frontier holds another source's older epoch at a higher
             // watermark): the state must not move past them.
-            let held_back = pending.values().flatten().map(|(wm, _)| *wm).min().unwrap_or(i64::MAX);
+            let held_back = aligner.held().map(|(wm, _)| *wm).min().unwrap_or(i64::MAX);
             if let Some(wm) = input_watermark(frontier.frontier(), &ctx) {
                 let to = wm.min(held_back);
                 state.fire(to, &mut out, &mut dirty);
@@ -254,14 +250,14 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
                 // Results leave in the open epoch (at the end, the last one, whose snapshot
                 // follows the final firing), at the watermark the state had fired to before:
                 // not the frontier's, which is past the windows that fired now.
-                if let Some(c) = emit_capability(&held, epoch) {
+                if let Some(c) = emit_capability(&held, aligner.epoch()) {
                     output.session(&c).give_iterator(out.drain(..));
                 }
                 out.clear();
             }
             if open.is_none() && dirty.any() {
                 // The end: the last epoch's snapshot includes the final firing.
-                if let Err(e) = take_snapshot(&state, store, epoch, &op_name, (worker, peers), &mut dirty) {
+                if let Err(e) = take_snapshot(&state, store, aligner.epoch(), &op_name, (worker, peers), &mut dirty) {
                     ctx.fail(e);
                 }
             }

@@ -11,8 +11,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
-
 use hashbrown::HashMap;
 use riffle_core::join::{Change, IntervalJoinState, TemporalJoinState, WindowJoinState};
 use riffle_core::key_group::{filled_slots, group_slots, slot_of, GroupedState, KeyGroup};
@@ -26,9 +24,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::progress::Antichain;
 
 use crate::context::StateGauge;
+use crate::progress::{emit_capability, hold_frontier_fired, input_watermark, message_time, open_epoch, EpochAligner};
 use crate::stream::{Data, DataStream, Key, KeyedStream};
-use crate::time::{input_watermark, Time};
-use crate::window_op::{emit_capability, hold_frontier_fired, message_time};
+use crate::time::Time;
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 
@@ -206,6 +204,25 @@ fn take_ready<T>(pending: &mut Vec<(EventTime, i64, T)>, release: i64, ordered: 
     ready
 }
 
+/// A record of a join's left or right input held for a later epoch: event time, the
+/// watermark it arrived with, the record.
+enum Held<L, R> {
+    Left((EventTime, i64, L)),
+    Right((EventTime, i64, R)),
+}
+
+impl<L, R> Held<L, R> {
+    /// Appends each record to the pending records of its side, in order.
+    fn sort_into(records: Vec<Self>, left: &mut Vec<(EventTime, i64, L)>, right: &mut Vec<(EventTime, i64, R)>) {
+        for h in records {
+            match h {
+                Held::Left(x) => left.push(x),
+                Held::Right(x) => right.push(x),
+            }
+        }
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 enum Out<O, L, R> {
     Row(O),
@@ -270,9 +287,8 @@ where
                 // Checkpoints: records of epochs after the open one wait here (alignment); the
                 // state and the records accepted but not yet joined are written per epoch.
                 let store = op_ctx.checkpoints().cloned();
-                let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
-                type Later<L, R> = BTreeMap<u64, (Vec<(EventTime, i64, L)>, Vec<(EventTime, i64, R)>)>;
-                let mut later: Later<L, R> = BTreeMap::new();
+                let mut aligner: EpochAligner<Held<L, R>> =
+                    EpochAligner::new(store.as_ref().map_or(0, |s| s.start_epoch()));
                 if let Some(store) = &store {
                     let parts = store.restored_parts(&op_name);
                     if let Err(e) = restore_join(
@@ -294,8 +310,8 @@ where
                             if !logic.left_on_time(ts, t.watermark) {
                                 late += 1;
                                 buffer.push((ts, Out::LateLeft(d)));
-                            } else if store.is_some() && t.epoch > epoch {
-                                later.entry(t.epoch).or_default().0.push((ts, t.watermark, d));
+                            } else if store.is_some() && aligner.is_ahead(t.epoch) {
+                                aligner.hold(t.epoch, [Held::Left((ts, t.watermark, d))]);
                             } else {
                                 pending_left.push((ts, t.watermark, d));
                             }
@@ -307,8 +323,8 @@ where
                             if !logic.right_on_time(ts, t.watermark) {
                                 late += 1;
                                 buffer.push((ts, Out::LateRight(d)));
-                            } else if store.is_some() && t.epoch > epoch {
-                                later.entry(t.epoch).or_default().1.push((ts, t.watermark, d));
+                            } else if store.is_some() && aligner.is_ahead(t.epoch) {
+                                aligner.hold(t.epoch, [Held::Right((ts, t.watermark, d))]);
                             } else {
                                 pending_right.push((ts, t.watermark, d));
                             }
@@ -321,17 +337,12 @@ where
                     for t in frontier1.frontier().iter().chain(frontier2.frontier().iter()) {
                         meet.insert(*t);
                     }
-                    let open = meet.iter().map(|t| t.epoch).min();
+                    let open = open_epoch(meet.borrow());
                     if let Some(store) = &store {
-                        let last =
-                            open.unwrap_or_else(|| later.keys().next_back().copied().unwrap_or(epoch).max(epoch));
                         // Close every epoch the frontiers have passed: its records are all here,
                         // accepted but maybe not joined yet; both are in the snapshot.
-                        while epoch < last {
-                            if let Some((l, r)) = later.remove(&epoch) {
-                                pending_left.extend(l);
-                                pending_right.extend(r);
-                            }
+                        let now = aligner.advance(open, |epoch, records| {
+                            Held::sort_into(records, &mut pending_left, &mut pending_right);
                             if let Err(e) = snapshot_join(
                                 &logic,
                                 &pending_left,
@@ -344,22 +355,18 @@ where
                             ) {
                                 op_ctx.fail(e);
                             }
-                            epoch += 1;
-                        }
-                        if let Some((l, r)) = later.remove(&epoch) {
-                            pending_left.extend(l);
-                            pending_right.extend(r);
-                        }
+                        });
+                        Held::sort_into(now, &mut pending_left, &mut pending_right);
                     }
                     // Records held back for a later epoch may have arrived with a lower watermark
                     // than their input's frontier: the state must not move past them.
-                    let held_back = |side: usize| {
-                        later
-                            .values()
-                            .flat_map(|(l, r)| {
-                                let l = l.iter().map(|x| x.1).filter(move |_| side == 0);
-                                let r = r.iter().map(|x| x.1).filter(move |_| side == 1);
-                                l.chain(r)
+                    let held_back = |left: bool| {
+                        aligner
+                            .held()
+                            .filter_map(|h| match h {
+                                Held::Left(x) if left => Some(x.1),
+                                Held::Right(x) if !left => Some(x.1),
+                                _ => None,
                             })
                             .min()
                             .unwrap_or(i64::MAX)
@@ -374,8 +381,8 @@ where
                     );
                     let frozen = lw.is_none() || rw.is_none();
                     let (lw, rw) = (
-                        lw.unwrap_or(i64::MIN).min(held_back(0)),
-                        rw.unwrap_or(i64::MIN).min(held_back(1)),
+                        lw.unwrap_or(i64::MIN).min(held_back(true)),
+                        rw.unwrap_or(i64::MIN).min(held_back(false)),
                     );
                     // Ordered logic takes records once both frontiers have passed the watermark
                     // they came with, in event-time order: inputs that run ahead of each other
@@ -404,7 +411,7 @@ where
                         // Rows leave in the open epoch (a row must not belong to a later epoch
                         // than the state that produced it; at the end, the last one), at the
                         // watermark the state had advanced to before, not the frontier's.
-                        if let Some(c) = emit_capability(&held, epoch) {
+                        if let Some(c) = emit_capability(&held, aligner.epoch()) {
                             output.session(&c).give_container(&mut buffer);
                         }
                         buffer.clear();
@@ -417,7 +424,7 @@ where
                             &pending_right,
                             (&*left_key, &*right_key),
                             store,
-                            epoch,
+                            aligner.epoch(),
                             &op_name,
                             (worker, peers),
                         ) {

@@ -28,8 +28,8 @@ use timely::dataflow::Stream;
 
 use crate::checkpoint::{CheckpointStore, SnapshotKind};
 use crate::context::JobContext;
+use crate::progress::{hold_frontier, message_time};
 use crate::time::Time;
-use crate::window_op::{hold_frontier, message_time};
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 

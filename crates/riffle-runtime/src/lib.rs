@@ -37,6 +37,7 @@ pub mod execute;
 pub mod fingerprint;
 pub mod join_op;
 pub mod kafka_sink;
+mod progress;
 mod rolling_op;
 pub mod sink;
 pub mod source;

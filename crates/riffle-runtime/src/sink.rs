@@ -25,8 +25,8 @@ use timely::dataflow::Stream;
 
 use crate::checkpoint::CheckpointStore;
 use crate::context::JobContext;
+use crate::progress::{hold_frontier, message_time};
 use crate::time::Time;
-use crate::window_op::hold_frontier;
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 
@@ -176,7 +176,7 @@ pub(crate) fn committed_file_sink<'s, D: crate::stream::Data>(
                 Ok(())
             };
             input.for_each(|cap, data| {
-                let epoch = crate::window_op::message_time(&cap).epoch.max(first_epoch);
+                let epoch = message_time(&cap).epoch.max(first_epoch);
                 // Tell the commit operator this epoch has results (it may never see the epoch
                 // in its frontier if the job ends right after).
                 output.session(&cap).give(());
@@ -252,7 +252,7 @@ pub(crate) fn commit_operator(done: Stream<'_, Time, Vec<()>>, ctx: Arc<JobConte
             let mut last_open = store.start_epoch();
             move |(input, frontier), _output| {
                 input.for_each(|cap, data| {
-                    last_open = last_open.max(crate::window_op::message_time(&cap).epoch);
+                    last_open = last_open.max(message_time(&cap).epoch);
                     data.clear();
                 });
                 let Some(id) = sink_id else { return };

@@ -110,25 +110,4 @@ impl PathSummary<Time> for TimeSummary {
     }
 }
 
-/// The smallest watermark among the elements of a frontier (`i64::MAX` for an empty
-/// frontier: the input has ended).
-pub fn frontier_watermark<'a>(frontier: impl IntoIterator<Item = &'a Time>) -> i64 {
-    frontier.into_iter().map(|t| t.watermark).min().unwrap_or(i64::MAX)
-}
-
-/// The watermark an operator may advance its state to: [`frontier_watermark`], unless the job
-/// halted (failed or was stopped, see [`JobContext::is_halted`](crate::JobContext::is_halted)).
-/// Then `None`: the sources dropped their capabilities where they were, so the frontier moves
-/// on (to empty: the input did not end) without the records that would have come; nothing may
-/// fire as complete any more. Open windows stay open, and in the final checkpoint, from which
-/// a restarted job fires them when their time comes.
-pub(crate) fn input_watermark(
-    frontier: timely::progress::frontier::AntichainRef<'_, Time>,
-    ctx: &crate::JobContext,
-) -> Option<i64> {
-    if ctx.is_halted() {
-        None
-    } else {
-        Some(frontier_watermark(frontier.iter()))
-    }
-}
+pub use crate::progress::frontier_watermark;

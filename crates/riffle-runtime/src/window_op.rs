@@ -31,12 +31,12 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, InputCapability};
-use timely::progress::frontier::AntichainRef;
+use timely::dataflow::operators::Capability;
 
 use crate::epoch_op::{DirtyGroups, EpochState};
+use crate::progress::{frontier_watermark, message_time, open_epoch};
 use crate::stream::{Data, DataStream, Key, KeyedStream, WindowResult};
-use crate::time::{frontier_watermark, Time};
+use crate::time::Time;
 
 type VecBuilder<T> = CapacityContainerBuilder<Vec<T>>;
 
@@ -57,62 +57,6 @@ pub(crate) struct Partial<K, Acc> {
 
 /// Entries a combiner may hold before it flushes everything (bounds its memory).
 const COMBINER_LIMIT: usize = 1 << 18;
-
-/// The time of the message a capability came with. Riffle sends every message with a
-/// single capability, so the stamp has one element.
-pub(crate) fn message_time(cap: &InputCapability<Time>) -> Time {
-    cap.stamp()
-        .iter()
-        .next()
-        .copied()
-        .unwrap_or_else(<Time as timely::progress::Timestamp>::minimum)
-}
-
-/// Replaces `held` by capabilities at the elements of `frontier`.
-pub(crate) fn hold_frontier(held: &mut Vec<Capability<Time>>, frontier: AntichainRef<'_, Time>) {
-    hold_frontier_fired(held, frontier, i64::MAX);
-}
-
-/// Replaces `held` by capabilities at the elements of `frontier`, each with its watermark
-/// lowered to `fired`, the watermark the operator's state has advanced to.
-///
-/// Results fired later come from windows (or rows) that end after `fired`, so their event
-/// times are at least `fired`; they must leave at a watermark no higher, or the next stage
-/// sees them behind the watermark of the message that carries them (late or staged). Without
-/// checkpoints the operators emit at the capability held at the previous frontier, whose
-/// watermark is the one the state had fired to; this keeps that rule when the frontier holds
-/// several epochs or the state lags the frontier (records held back for a later epoch).
-pub(crate) fn hold_frontier_fired(held: &mut Vec<Capability<Time>>, frontier: AntichainRef<'_, Time>, fired: i64) {
-    let mut next: Vec<Capability<Time>> = Vec::with_capacity(frontier.len());
-    for t in frontier.iter() {
-        let t = Time::new(t.epoch, t.watermark.min(fired));
-        if next
-            .iter()
-            .any(|c| timely::order::PartialOrder::less_equal(c.time(), &t))
-        {
-            continue;
-        }
-        if let Some(c) = held
-            .iter()
-            .find(|c| timely::order::PartialOrder::less_equal(c.time(), &t))
-        {
-            next.retain(|n| !timely::order::PartialOrder::less_equal(&t, n.time()));
-            next.push(c.delayed(&t));
-        }
-    }
-    *held = next;
-}
-
-/// The capability results leave at: epoch `epoch` (the open one: a result must not belong to
-/// a later epoch than the state), at the highest watermark `held` has up to that epoch (see
-/// [`hold_frontier_fired`]: no higher than the state had fired to before).
-pub(crate) fn emit_capability(held: &[Capability<Time>], epoch: u64) -> Option<Capability<Time>> {
-    let c = held
-        .iter()
-        .filter(|c| c.time().epoch <= epoch)
-        .max_by_key(|c| c.time().watermark)?;
-    Some(c.delayed(&Time::new(epoch, c.time().watermark)))
-}
 
 enum TimeState<K, D, A: Aggregate<D>> {
     Sliced(SlicedWindowState<K, D, A>),
@@ -247,10 +191,10 @@ where
                         let fwm = frontier_watermark(frontier.frontier().iter());
                         // A pane of a closed epoch leaves now: the checkpoint of that epoch
                         // waits for it, and a combiner keeps no state across epochs.
-                        let open_epoch = frontier.frontier().iter().map(|t| t.epoch).min().unwrap_or(u64::MAX);
+                        let open = open_epoch(frontier.frontier()).unwrap_or(u64::MAX);
                         let flush_all = entries > COMBINER_LIMIT;
                         panes.retain_mut(|(pane, cap, map)| {
-                            let ready = flush_all || s.pane_end(*pane) <= fwm || cap.time().epoch < open_epoch;
+                            let ready = flush_all || s.pane_end(*pane) <= fwm || cap.time().epoch < open;
                             if ready {
                                 let pane = *pane;
                                 entries -= map.len();
