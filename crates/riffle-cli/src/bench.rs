@@ -170,7 +170,7 @@ fn engine(path: &Path, job: Job, workers: usize) -> Result<Checksum> {
     let rows = Arc::new(AtomicU64::new(0));
     let total = Arc::new(AtomicU64::new(0));
     let (r, t) = (Arc::clone(&rows), Arc::clone(&total));
-    let split = SplitSpec::File(path.to_path_buf());
+    let split = SplitSpec::new(riffle_connectors::FileSplit::new(path));
     execute(
         ExecutionConfig::threads(workers),
         Arc::new(JobContext::default()),

@@ -22,9 +22,11 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use riffle_connectors::generator::WordGenerator;
 use riffle_connectors::json::JsonRecordFormat;
+use riffle_connectors::kafka::KafkaSink;
+use riffle_connectors::Sink;
 use riffle_connectors::SourceUri;
 use riffle_core::{Error, Result};
-use riffle_runtime::{execute, ExecutionConfig, JobContext, KafkaSink, TextSource};
+use riffle_runtime::{execute, ExecutionConfig, JobContext, TextSource};
 
 /// Arguments of `riffle bench kafka`.
 #[derive(clap::Args, Debug)]
@@ -319,7 +321,7 @@ fn riffle_job(brokers: &str, topic: &str, pipe: Option<&str>, format: Format, wo
     let splits = SourceUri::parse(&format!("kafka://{brokers}/{topic}?bounded=latest&group.id={group}"))?.splits()?;
     let ctx = Arc::new(JobContext::default());
     let sink = pipe
-        .map(|out| KafkaSink::new(&format!("kafka://{brokers}/{out}"), &ctx, 0))
+        .map(|out| KafkaSink::parse(&format!("kafka://{brokers}/{out}")))
         .transpose()?;
     let count = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&count);
@@ -331,9 +333,11 @@ fn riffle_job(brokers: &str, topic: &str, pipe: Option<&str>, format: Format, wo
             Format::Text => {
                 let lines = env.text(source);
                 match &job_sink {
-                    Some(sink) => {
-                        lines.write_kafka(sink, |_, _| {}, |_, line, out| out.extend_from_slice(line.as_bytes()))
-                    }
+                    Some(sink) => lines.write_to(
+                        Arc::new(sink.clone()),
+                        |_, _| {},
+                        |_, line, out| out.extend_from_slice(line.as_bytes()),
+                    ),
                     None => lines.for_each(move |_, _| {
                         counted.fetch_add(1, Ordering::Relaxed);
                     }),
@@ -343,8 +347,8 @@ fn riffle_job(brokers: &str, topic: &str, pipe: Option<&str>, format: Format, wo
                 let json = JsonRecordFormat::new("key", "ts");
                 let records = env.text_records(source, std::rc::Rc::new(move |line: &str| json.parse(line)));
                 match &job_sink {
-                    Some(sink) => records.write_kafka(
-                        sink,
+                    Some(sink) => records.write_to(
+                        Arc::new(sink.clone()),
                         |r, key| r.key.write_json(key),
                         |_, r, out| out.extend_from_slice(r.json.as_bytes()),
                     ),

@@ -298,10 +298,7 @@ impl CheckpointArgs {
             )));
         }
         if let Some(split) = splits.iter().find(|s| !s.is_replayable()) {
-            let what = match split {
-                riffle_connectors::SplitSpec::Stdin => "standard input".to_string(),
-                other => format!("the socket {}", other.name()),
-            };
+            let what = split.description();
             return Err(Error::Config(format!(
                 "--checkpoint-dir: the job reads {what}, which cannot be read again from a checkpoint (what it sent before a restart is gone); write the input to a file and read that (file://PATH), or use a Kafka topic"
             )));
@@ -334,21 +331,14 @@ pub fn value_name(value: impl clap::ValueEnum) -> String {
         .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
-/// Where a job's results go: lines to stdout or a file (at least once with checkpoints), the
-/// exactly-once file sink (`--sink file://DIR`), a Kafka topic (`--sink kafka://…`, keyed
-/// JSON messages, exactly once with checkpoints), or nowhere (`--sink blackhole://`, results
-/// counted and dropped, as Flink's blackhole connector, for benchmarks).
+/// Where a job's results go: lines to stdout or a file (`--output`; at least once with
+/// checkpoints), or the sink connector a `--sink` URI names (see
+/// `riffle_connectors::registry`): the exactly-once file sink (`file://DIR`), a Kafka topic
+/// (`kafka://…`, keyed JSON messages, exactly once with checkpoints), or nowhere
+/// (`blackhole://`, results counted and dropped, as Flink's blackhole connector, for
+/// benchmarks).
 #[derive(Clone)]
-pub enum ResultSink {
-    /// Lines to stdout or a file.
-    Lines(riffle_connectors::LineSink),
-    /// Committed part files in a directory.
-    Committed(std::path::PathBuf),
-    /// A Kafka topic.
-    Kafka(riffle_runtime::KafkaSink),
-    /// Counted and dropped.
-    Blackhole,
-}
+pub struct ResultSink(std::sync::Arc<dyn riffle_connectors::Sink>);
 
 /// The format results are written in: JSON into Kafka, whatever `--format` says.
 pub fn output_format(format: FormatArg, sink: &Option<String>) -> FormatArg {
@@ -369,30 +359,14 @@ impl ResultSink {
         exec: &ExecutionConfig,
     ) -> Result<Self> {
         let Some(uri) = sink else {
-            return Ok(ResultSink::Lines(result_sink(output)?));
+            return Ok(ResultSink(std::sync::Arc::new(result_sink(output)?)));
         };
         if output.is_some() {
             return Err(Error::Config("use either --output or --sink".into()));
         }
-        if uri == "blackhole://" || uri == "blackhole:" {
-            return Ok(ResultSink::Blackhole);
-        }
-        if uri.starts_with("kafka://") {
-            return Ok(ResultSink::Kafka(riffle_runtime::KafkaSink::new(
-                uri,
-                ctx,
-                exec.process,
-            )?));
-        }
-        let dir = uri.strip_prefix("file://").ok_or_else(|| {
-            Error::Config(format!(
-                "--sink: expected file://DIR, kafka://HOST:PORT/TOPIC or blackhole://, got '{uri}'"
-            ))
-        })?;
-        let dir = std::path::PathBuf::from(dir);
-        let restored = ctx.checkpoints().and_then(|s| s.restored_epoch());
-        riffle_runtime::sink::prepare_output_dir(&dir, restored)?;
-        Ok(ResultSink::Committed(dir))
+        let sink = std::sync::Arc::clone(riffle_connectors::SinkUri::parse(uri)?.sink());
+        riffle_runtime::sink::recover(&*sink, ctx, exec.process)?;
+        Ok(ResultSink(sink))
     }
 
     /// Writes `stream` here: each record as the line `format` appends; into Kafka, keyed by
@@ -403,22 +377,12 @@ impl ResultSink {
         key: impl FnMut(&D, &mut Vec<u8>) + 'static,
         format: impl FnMut(i64, &D, &mut Vec<u8>) + 'static,
     ) {
-        match self {
-            ResultSink::Lines(sink) => stream.write_lines(sink.clone(), format),
-            ResultSink::Committed(dir) => stream.write_committed(dir.clone(), format),
-            ResultSink::Kafka(sink) => stream.write_kafka(sink, key, format),
-            ResultSink::Blackhole => stream.discard(),
-        }
+        stream.write_to(std::sync::Arc::clone(&self.0), key, format)
     }
 
     /// Once the job has ended: flushes buffered lines, waits for the Kafka publishers.
     pub fn finish(&self) -> Result<()> {
-        match self {
-            ResultSink::Lines(sink) => sink.flush(),
-            ResultSink::Committed(_) => Ok(()),
-            ResultSink::Kafka(sink) => sink.finish(),
-            ResultSink::Blackhole => Ok(()),
-        }
+        self.0.finish()
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use riffle_core::{Error, Result};
 
-use crate::line_reader::{LineChunk, LineReader, Poll};
+use crate::source::{LineChunk, LineReader, Poll, Source, Split, SplitPosition, SplitSpec};
 
 /// Parameters of generated word lines.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,8 +135,41 @@ impl WordGenerator {
     }
 }
 
+/// `generate://words?…`: one split, replayable from a line index.
+impl Source for WordGenerator {
+    fn name(&self) -> String {
+        "generator".into()
+    }
+
+    fn splits(&self) -> Result<Vec<SplitSpec>> {
+        Ok(vec![SplitSpec::new(self.clone())])
+    }
+}
+
+impl Split for WordGenerator {
+    fn name(&self) -> String {
+        "generator".into()
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
+    }
+
+    fn is_replayable(&self) -> bool {
+        true
+    }
+
+    fn open_at(&self, position: Option<SplitPosition>) -> Result<Box<dyn LineReader>> {
+        let mut reader = GeneratedLines::new("generator".into(), self.clone());
+        if let Some(p) = position {
+            reader.seek(p.offset);
+        }
+        Ok(Box::new(reader))
+    }
+}
+
 /// A reader over generated lines.
-pub(crate) struct GeneratedLines {
+struct GeneratedLines {
     origin: Arc<str>,
     gen: WordGenerator,
     next: u64,
@@ -145,7 +178,7 @@ pub(crate) struct GeneratedLines {
 }
 
 impl GeneratedLines {
-    pub(crate) fn new(origin: Arc<str>, gen: WordGenerator) -> Self {
+    fn new(origin: Arc<str>, gen: WordGenerator) -> Self {
         GeneratedLines {
             origin,
             gen,
@@ -154,7 +187,7 @@ impl GeneratedLines {
         }
     }
 
-    pub(crate) fn seek(&mut self, line_index: u64) {
+    fn seek(&mut self, line_index: u64) {
         self.next = line_index;
     }
 }
@@ -164,8 +197,8 @@ impl LineReader for GeneratedLines {
         &self.origin
     }
 
-    fn position(&self) -> Option<crate::line_reader::SplitPosition> {
-        Some(crate::line_reader::SplitPosition {
+    fn position(&self) -> Option<SplitPosition> {
+        Some(SplitPosition {
             offset: self.next,
             line: self.next + 1,
         })

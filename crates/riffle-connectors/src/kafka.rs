@@ -21,7 +21,8 @@
 
 pub mod sink;
 
-pub use sink::{KafkaProducer, KafkaSinkSpec, MessageBatch, PendingOutput, TransactionalProducer};
+pub use crate::sink::MessageBatch;
+pub use sink::{KafkaProducer, KafkaSink, KafkaSinkSpec, PendingOutput, TransactionalProducer};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use riffle_core::{Error, Result};
 
-use crate::line_reader::{LineChunk, LineReader, Poll, SplitPosition};
+use crate::source::{LineChunk, LineReader, Poll, Source, Split, SplitPosition, SplitSpec};
 
 /// How long metadata, watermark and committed-offset requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -221,7 +222,8 @@ impl KafkaSourceSpec {
 
     /// The topic's partitions, as splits (asks the brokers for the topic's metadata; with
     /// `bounded=latest`, also for each partition's latest offset).
-    pub fn partitions(self: &Arc<Self>) -> Result<Vec<KafkaPartitionSpec>> {
+    pub fn partitions(&self) -> Result<Vec<KafkaPartitionSpec>> {
+        let source = Arc::new(self.clone());
         let consumer = self.consumer(false)?;
         let metadata = consumer
             .fetch_metadata(Some(&self.uri.topic), REQUEST_TIMEOUT)
@@ -264,12 +266,40 @@ impl KafkaSourceSpec {
                     None
                 };
                 Ok(KafkaPartitionSpec {
-                    source: Arc::clone(self),
+                    source: Arc::clone(&source),
                     partition,
                     end,
                 })
             })
             .collect()
+    }
+}
+
+impl Source for KafkaSourceSpec {
+    fn name(&self) -> String {
+        self.uri.name()
+    }
+
+    fn splits(&self) -> Result<Vec<SplitSpec>> {
+        Ok(self.partitions()?.into_iter().map(SplitSpec::new).collect())
+    }
+}
+
+impl Split for KafkaPartitionSpec {
+    fn name(&self) -> String {
+        KafkaPartitionSpec::name(self)
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.end.is_some()
+    }
+
+    fn is_replayable(&self) -> bool {
+        true
+    }
+
+    fn open_at(&self, position: Option<SplitPosition>) -> Result<Box<dyn LineReader>> {
+        KafkaPartitionSpec::open_at(self, position)
     }
 }
 

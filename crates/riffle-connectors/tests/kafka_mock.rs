@@ -1,6 +1,7 @@
 //! The Kafka source against librdkafka's mock cluster (a broker speaking the Kafka protocol on
 //! a loopback port, in this process): partitions as splits, offsets as positions, bounded
 //! reads, reset policies, committed offsets of the group.
+#![cfg(feature = "kafka")]
 
 use std::time::{Duration, Instant};
 
@@ -175,7 +176,7 @@ fn recovery_fences_every_writer_and_publishes_the_checkpointed_epochs_in_transac
     assert_eq!(spec.recover(&pending, 1).expect("recover"), 3);
     let mut got: Vec<String> = Vec::new();
     for p in 0..2 {
-        let split = SplitSpec::Kafka(riffle_connectors::kafka::KafkaPartitionSpec {
+        let split = SplitSpec::new(riffle_connectors::kafka::KafkaPartitionSpec {
             source: std::sync::Arc::new(
                 riffle_connectors::kafka::KafkaSourceSpec::new(
                     KafkaUri::parse(&format!(

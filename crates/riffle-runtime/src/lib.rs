@@ -36,7 +36,6 @@ mod epoch_op;
 pub mod execute;
 pub mod fingerprint;
 pub mod join_op;
-pub mod kafka_sink;
 mod progress;
 mod rolling_op;
 pub mod sink;
@@ -48,7 +47,6 @@ pub mod window_op;
 pub use context::{Clock, JobContext, ManualClock, MetricsSnapshot, StateGauge, SystemClock};
 pub use execute::{execute, ExecutionConfig};
 pub use join_op::{JoinResult, Joined};
-pub use kafka_sink::KafkaSink;
 pub use stream::{CountWindowedStream, DataStream, KeyedStream, StreamEnv, TextSource, WindowResult, WindowedStream};
 pub use time::Time;
 

@@ -18,8 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use riffle_connectors::line_reader::LineChunk;
-use riffle_connectors::{LineReader, Poll, SplitPosition, SplitSpec};
+use riffle_connectors::{LineChunk, LineReader, Poll, SplitPosition, SplitSpec};
 use riffle_core::time::{check_event_time, WATERMARK_MIN};
 use riffle_core::{EventTime, Result, WatermarkGenerator, WatermarkStrategy};
 use serde::{Deserialize, Serialize};

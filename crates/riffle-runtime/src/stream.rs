@@ -10,7 +10,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use riffle_connectors::{LineSink, SplitSpec};
+use riffle_connectors::{BlackholeSink, CommittedFileSink, LineSink, Sink, SocketSplit, SplitSpec};
 use riffle_core::count_window::CountWindows;
 use riffle_core::window::{TimeWindows, Window};
 use riffle_core::EventTime;
@@ -67,7 +67,7 @@ impl<'s> StreamEnv<'s> {
     /// Lines read from a TCP server, as Flink's `socketTextStream`: processing time, and the
     /// job's input ends when the server closes the connection.
     pub fn socket_text(&mut self, address: &str) -> DataStream<'s, String> {
-        self.text(TextSource::new(vec![SplitSpec::Socket(address.to_string())]))
+        self.text(TextSource::new(vec![SplitSpec::new(SocketSplit::new(address))]))
     }
 
     /// Lines of a text source.
@@ -385,23 +385,22 @@ impl<'s, D: Data> DataStream<'s, D> {
     /// Counts and drops every record, as Flink's blackhole sink: for measuring a job without
     /// the cost of writing its results. Takes part in checkpoints as any sink.
     pub fn discard(self) {
-        let ctx = Arc::clone(&self.ctx);
-        let commit_ctx = Arc::clone(&self.ctx);
-        let done = self
-            .stream
-            .unary::<VecBuilder<()>, _, _, _>(Pipeline, "Blackhole", |_, _| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        // One token per message: the commit operator learns the epochs.
-                        output.session(&cap).give(());
-                        ctx.metrics()
-                            .records_out
-                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        data.clear();
-                    });
-                }
-            });
-        crate::sink::commit_operator(done, commit_ctx, None);
+        self.write_to(Arc::new(BlackholeSink), |_, _| {}, |_, _, _| {})
+    }
+
+    /// Writes every record into `sink` (any connector, e.g. from
+    /// [`SinkUri`](riffle_connectors::SinkUri)): `value` formats it (a line with its newline,
+    /// or a message's value), `key` writes its key for sinks of keyed messages (nothing: no
+    /// key). Exactly once with checkpoints when the sink has two-phase commit, at least once
+    /// otherwise (see [`crate::sink`]). Before the job starts, call [`crate::sink::recover`];
+    /// once it has ended, [`Sink::finish`](riffle_connectors::Sink::finish).
+    pub fn write_to(
+        self,
+        sink: Arc<dyn Sink>,
+        key: impl FnMut(&D, &mut Vec<u8>) + 'static,
+        value: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static,
+    ) {
+        crate::sink::write_to_sink(self.stream, self.ctx, sink, key, value, true)
     }
 
     /// Formats every record with `format` (which appends one line, newline included) and
@@ -409,86 +408,21 @@ impl<'s, D: Data> DataStream<'s, D> {
     /// the job's results (counted in `records_out`). A sink whose reader went away (stdout
     /// into `head`) stops the job cleanly.
     pub fn write_lines(self, sink: LineSink, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
-        self.write_lines_as(sink, format, true)
+        self.write_to(Arc::new(sink), |_, _| {}, format)
     }
 
     /// As [`write_lines`](Self::write_lines) for a side output, such as the records later than
     /// the allowed lateness: its records are not counted as results.
     pub fn write_side_lines(self, sink: LineSink, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
-        self.write_lines_as(sink, format, false)
-    }
-
-    fn write_lines_as(
-        self,
-        sink: LineSink,
-        mut format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static,
-        results: bool,
-    ) {
-        let ctx = Arc::clone(&self.ctx);
-        let commit_ctx = Arc::clone(&self.ctx);
-        let done = self
-            .stream
-            .unary::<VecBuilder<()>, _, _, _>(Pipeline, "LineSink", |_, _| {
-                let mut buffer = Vec::with_capacity(1 << 16);
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        // One token per message: the commit operator learns the epochs.
-                        output.session(&cap).give(());
-                        if sink.is_closed() {
-                            data.clear();
-                            return;
-                        }
-                        if results {
-                            ctx.metrics()
-                                .records_out
-                                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        for (ts, d) in data.iter() {
-                            format(*ts, d, &mut buffer);
-                            if buffer.len() > 60_000 {
-                                if let Err(e) = sink.write_batch(&buffer) {
-                                    ctx.fail(e);
-                                }
-                                buffer.clear();
-                            }
-                        }
-                        data.clear();
-                    });
-                    if let Err(e) = sink.write_batch(&buffer) {
-                        ctx.fail(e);
-                    }
-                    buffer.clear();
-                    if sink.is_closed() && !ctx.stop_requested() {
-                        ctx.request_stop(&format!("the reader of {} closed it", sink.name()));
-                    }
-                }
-            });
-        // With checkpoints, this sink is at least once: it completes checkpoints but commits
-        // nothing.
-        crate::sink::commit_operator(done, commit_ctx, None);
+        crate::sink::write_to_sink(self.stream, self.ctx, Arc::new(sink), |_, _| {}, format, false)
     }
 
     /// Writes every record with `format` into files under `dir`, exactly once with
-    /// checkpoints (see [`crate::sink`]): results of an epoch become visible, as
+    /// checkpoints (see [`CommittedFileSink`]): results of an epoch become visible, as
     /// `dir/part-<epoch>-w<worker>`, when the epoch's checkpoint completes. Call
-    /// [`crate::sink::prepare_output_dir`] before the job starts.
+    /// [`crate::sink::recover`] with the same sink before the job starts.
     pub fn write_committed(self, dir: std::path::PathBuf, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
-        let done = crate::sink::committed_file_sink(self.stream, Arc::clone(&self.ctx), dir.clone(), format);
-        crate::sink::commit_operator(done, self.ctx, Some(dir));
-    }
-
-    /// Writes every record into a Kafka topic as a message keyed by `key` (no key if it writes
-    /// nothing) with the value `value` writes (a trailing newline is dropped): exactly once
-    /// with checkpoints, at least once without (see [`crate::kafka_sink`]). Call
-    /// [`KafkaSink::finish`](crate::KafkaSink::finish) once the job has ended.
-    pub fn write_kafka(
-        self,
-        sink: &crate::KafkaSink,
-        key: impl FnMut(&D, &mut Vec<u8>) + 'static,
-        value: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static,
-    ) {
-        let done = crate::kafka_sink::kafka_sink(self.stream, Arc::clone(&self.ctx), sink.clone(), key, value);
-        crate::sink::commit_operator(done, self.ctx, None);
+        self.write_to(Arc::new(CommittedFileSink::new(dir)), |_, _| {}, format)
     }
 
     /// Prints every record with `Debug` to stdout, one per line.

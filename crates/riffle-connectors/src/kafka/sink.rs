@@ -17,8 +17,10 @@
 //! Transactional ids are `<prefix>-w<worker>`, the prefix being the URI's `transactional.id`
 //! (default `riffle-<topic>`): two jobs writing into one topic need two prefixes.
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -29,74 +31,10 @@ use riffle_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{kafka_error, KafkaUri, REQUEST_TIMEOUT};
+use crate::sink::{Checkpoints, Delivery, Layout, MessageBatch, OutputBatch, Restored, Sink, SinkWriter};
 
 /// How long a transaction's commit (which flushes its messages) may take.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Keyed messages, stored back to back in one buffer (no allocation per message).
-///
-/// ```
-/// use riffle_connectors::kafka::MessageBatch;
-/// let mut batch = MessageBatch::default();
-/// batch.push(b"k", b"{\"v\":1}\n");
-/// batch.push(b"", b"{\"v\":2}");
-/// let messages: Vec<_> = batch.iter().collect();
-/// assert_eq!(messages, vec![(Some(&b"k"[..]), &b"{\"v\":1}"[..]), (None, &b"{\"v\":2}"[..])]);
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageBatch {
-    bytes: Vec<u8>,
-    /// Per message: where its key ends and where its value ends in `bytes`.
-    ends: Vec<(u32, u32)>,
-}
-
-impl MessageBatch {
-    /// Appends a message; an empty key is no key, and a trailing newline of `value` is dropped.
-    pub fn push(&mut self, key: &[u8], value: &[u8]) {
-        self.bytes.extend_from_slice(key);
-        let key_end = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(value.strip_suffix(b"\n").unwrap_or(value));
-        self.ends.push((key_end, self.bytes.len() as u32));
-    }
-
-    /// Appends a message written by `key` and `value` straight into the batch's buffer.
-    pub fn push_with(&mut self, key: impl FnOnce(&mut Vec<u8>), value: impl FnOnce(&mut Vec<u8>)) {
-        key(&mut self.bytes);
-        let key_end = self.bytes.len() as u32;
-        value(&mut self.bytes);
-        if self.bytes.len() > key_end as usize && self.bytes.last() == Some(&b'\n') {
-            self.bytes.pop();
-        }
-        self.ends.push((key_end, self.bytes.len() as u32));
-    }
-
-    /// Number of messages.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The messages: (key, value), `None` for no key.
-    pub fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, &[u8])> {
-        let mut start = 0usize;
-        self.ends.iter().map(move |&(key_end, end)| {
-            let (k, e) = (key_end as usize, end as usize);
-            let key = &self.bytes[start..k];
-            let value = &self.bytes[k..e];
-            start = e;
-            ((!key.is_empty()).then_some(key), value)
-        })
-    }
-}
 
 /// The messages of one sink worker that were in a checkpoint and perhaps not yet published:
 /// what a restore hands to [`KafkaSinkSpec::recover`].
@@ -389,5 +327,292 @@ impl TransactionalProducer {
             let _ = self.producer.abort_transaction(REQUEST_TIMEOUT);
         }
         result
+    }
+}
+
+/// The checkpoint part name of the sink's writers.
+const STATE_NAME: &str = "kafka-sink";
+
+/// How long the other processes of a job wait, at the end, for process 0 to complete the last
+/// checkpoint.
+const LAST_CHECKPOINT_WAIT: Duration = Duration::from_secs(60);
+
+/// `kafka://BROKERS/TOPIC?props` as a sink of a job: keyed messages, at least once without
+/// checkpoints, exactly once with them.
+///
+/// **With checkpoints**, each worker collects an epoch's messages and, at pre-commit, writes
+/// every message it has not yet published into the epoch's checkpoint (its part
+/// `kafka-sink.w<worker>`): the checkpoint cannot complete without them. A publisher thread
+/// per worker waits for the checkpoint to complete and publishes the epoch in a transaction
+/// with its marker (commit), off the worker's thread so that the dataflow does not wait for
+/// the broker. After a crash, [`Sink::recover`] publishes what the restored checkpoint holds
+/// and the topic lacks before the job starts.
+///
+/// **Without checkpoints** each worker sends its messages through an idempotent producer as
+/// they come and waits for their delivery when the input ends: at least once.
+#[derive(Clone)]
+pub struct KafkaSink {
+    spec: Arc<KafkaSinkSpec>,
+    publishers: Arc<Publishers>,
+}
+
+#[derive(Default)]
+struct Publishers {
+    threads: Mutex<Vec<std::thread::JoinHandle<Result<()>>>>,
+    /// Set once the dataflow has ended: publishers finish what is complete and stop.
+    finished: AtomicBool,
+}
+
+/// Borrowed [`PendingOutput`]: encodes the same bytes without copying the batches.
+#[derive(Serialize)]
+struct PendingOutputRef<'a> {
+    writer: u32,
+    peers: u32,
+    epochs: Vec<(u64, &'a MessageBatch)>,
+}
+
+/// What a worker's writer shares with its publisher thread: the epochs written into
+/// checkpoints and not yet published.
+type Unpublished = Arc<Mutex<BTreeMap<u64, Arc<MessageBatch>>>>;
+
+impl KafkaSink {
+    /// A sink into `uri` (`kafka://BROKERS/TOPIC?props`).
+    pub fn parse(uri: &str) -> Result<Self> {
+        Ok(KafkaSink {
+            spec: Arc::new(KafkaSinkSpec::new(KafkaUri::parse(uri)?)?),
+            publishers: Arc::default(),
+        })
+    }
+
+    /// The topic's sink spec.
+    pub fn spec(&self) -> &KafkaSinkSpec {
+        &self.spec
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> String {
+        self.spec.uri().name()
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::Messages
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::ExactlyOnce
+    }
+
+    fn state_name(&self) -> &str {
+        STATE_NAME
+    }
+
+    /// Publishes what the restored checkpoint holds and the topic lacks (on the first process).
+    fn recover(&self, restored: Option<Restored<'_>>, first_process: bool) -> Result<()> {
+        let Some(Restored { parts, .. }) = restored else {
+            return Ok(());
+        };
+        if !first_process {
+            return Ok(());
+        }
+        let pending = parts
+            .iter()
+            .map(|(_, bytes)| {
+                bincode::deserialize::<PendingOutput>(bytes).map_err(|e| {
+                    Error::Execution(format!("cannot decode the checkpointed output of {STATE_NAME}: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let n = self.spec.recover(&pending, 0)?;
+        if n > 0 {
+            tracing::warn!("{}: {n} epoch(s) published again on recovery", self.spec.uri().name());
+        }
+        Ok(())
+    }
+
+    fn writer(
+        &self,
+        worker: usize,
+        peers: usize,
+        checkpoints: Option<Arc<dyn Checkpoints>>,
+    ) -> Result<Box<dyn SinkWriter>> {
+        let unpublished: Unpublished = Arc::default();
+        let producer = match &checkpoints {
+            Some(checkpoints) => {
+                self.spawn_publisher(Arc::clone(checkpoints), worker, Arc::clone(&unpublished));
+                None
+            }
+            None => Some(self.spec.producer()?),
+        };
+        Ok(Box::new(KafkaWriter {
+            producer,
+            checkpoints,
+            unpublished,
+            buffers: BTreeMap::new(),
+            worker,
+            peers,
+        }))
+    }
+
+    /// Waits, once the job has ended, until every complete epoch is published.
+    fn finish(&self) -> Result<()> {
+        self.publishers.finished.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.publishers.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut first = Ok(());
+        for t in threads {
+            let result = t
+                .join()
+                .unwrap_or_else(|_| Err(Error::Execution("a Kafka publisher thread panicked".into())));
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
+}
+
+impl KafkaSink {
+    /// Starts the thread that publishes `worker`'s epochs once their checkpoints are complete.
+    fn spawn_publisher(&self, checkpoints: Arc<dyn Checkpoints>, worker: usize, unpublished: Unpublished) {
+        let spec = Arc::clone(&self.spec);
+        let publishers = Arc::clone(&self.publishers);
+        let thread_checkpoints = Arc::clone(&checkpoints);
+        let thread = std::thread::Builder::new()
+            .name(format!("riffle-kafka-publisher-w{worker}"))
+            .spawn(move || {
+                let result = publish_loop(&spec, &*thread_checkpoints, &publishers, worker, &unpublished);
+                if let Err(e) = &result {
+                    thread_checkpoints.fail(Error::Execution(e.to_string()));
+                }
+                result
+            });
+        match thread {
+            Ok(t) => self
+                .publishers
+                .threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(t),
+            Err(e) => checkpoints.fail(Error::Execution(format!("cannot start a Kafka publisher thread: {e}"))),
+        }
+    }
+}
+
+/// One worker's writer: sends at once (at least once), or collects each epoch for its
+/// checkpoint and publisher (exactly once).
+struct KafkaWriter {
+    producer: Option<KafkaProducer>,
+    checkpoints: Option<Arc<dyn Checkpoints>>,
+    unpublished: Unpublished,
+    buffers: BTreeMap<u64, MessageBatch>,
+    worker: usize,
+    peers: usize,
+}
+
+impl SinkWriter for KafkaWriter {
+    fn write(&mut self, epoch: u64, batch: &mut OutputBatch) -> Result<()> {
+        let OutputBatch::Messages(messages) = batch else {
+            return Err(Error::Execution(
+                "the Kafka sink takes keyed messages, not lines".into(),
+            ));
+        };
+        let messages = std::mem::take(messages);
+        if let Some(producer) = &self.producer {
+            // At least once: send as the messages come, wait for them at the end.
+            return producer.send(&messages);
+        }
+        match self.buffers.entry(epoch) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(messages);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().append(&messages),
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> Result<()> {
+        if let Some(producer) = &self.producer {
+            return producer.flush();
+        }
+        let (Some(checkpoints), Some(batch)) = (&self.checkpoints, self.buffers.remove(&epoch)) else {
+            return Ok(());
+        };
+        // Writes the messages of `epoch` and every earlier one not yet published into
+        // checkpoint `epoch`, and hands `epoch` to the publisher.
+        let mut pending = self.unpublished.lock().unwrap_or_else(|p| p.into_inner());
+        pending.insert(epoch, Arc::new(batch));
+        let part = PendingOutputRef {
+            writer: self.worker as u32,
+            peers: self.peers as u32,
+            epochs: pending.range(..=epoch).map(|(e, b)| (*e, &**b)).collect(),
+        };
+        let bytes =
+            bincode::serialize(&part).map_err(|e| Error::Execution(format!("cannot encode a snapshot: {e}")))?;
+        drop(part);
+        drop(pending);
+        checkpoints.store(epoch, self.worker, bytes)
+    }
+}
+
+fn publish_loop(
+    spec: &KafkaSinkSpec,
+    checkpoints: &dyn Checkpoints,
+    publishers: &Publishers,
+    worker: usize,
+    unpublished: &Unpublished,
+) -> Result<()> {
+    let mut producer = None;
+    let mut finished_at: Option<Instant> = None;
+    loop {
+        let finished = publishers.finished.load(Ordering::Acquire);
+        let oldest = unpublished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .next()
+            .copied();
+        let Some(oldest) = oldest else {
+            if finished || checkpoints.job_failed() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        if checkpoints.job_failed() {
+            return Ok(());
+        }
+        match checkpoints.completed_epoch(oldest) {
+            Some(done) if done >= oldest => {
+                let ready: Vec<(u64, Arc<MessageBatch>)> = unpublished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .range(..=done)
+                    .map(|(e, b)| (*e, Arc::clone(b)))
+                    .collect();
+                let producer = match &mut producer {
+                    Some(p) => p,
+                    None => producer.insert(spec.transactional(worker)?),
+                };
+                let last = ready.last().map_or(oldest, |(e, _)| *e);
+                producer.publish(last, ready.iter().map(|(_, b)| &**b))?;
+                let mut pending = unpublished.lock().unwrap_or_else(|p| p.into_inner());
+                for (e, _) in &ready {
+                    pending.remove(e);
+                }
+            }
+            _ if finished => {
+                // On process 0 the last checkpoint is complete by now; the others wait for its
+                // manifest.
+                let since = *finished_at.get_or_insert_with(Instant::now);
+                if since.elapsed() > LAST_CHECKPOINT_WAIT {
+                    return Err(Error::Execution(format!(
+                        "{}: the results of epoch {oldest} are not published: its checkpoint did not complete (they will be when the job resumes from its checkpoint)",
+                        spec.transactional_id(worker)
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
     }
 }
