@@ -34,7 +34,6 @@ pub mod context;
 mod dedup_op;
 mod epoch_op;
 pub mod execute;
-pub mod fingerprint;
 pub mod join_op;
 pub mod kafka_sink;
 mod rolling_op;
@@ -48,6 +47,8 @@ pub use context::{Clock, JobContext, ManualClock, MetricsSnapshot, StateGauge, S
 pub use execute::{execute, ExecutionConfig};
 pub use join_op::{JoinResult, Joined};
 pub use kafka_sink::KafkaSink;
+// riffle-state's, where the runtime's jobs have always found it.
+pub use riffle_state::fingerprint;
 pub use stream::{CountWindowedStream, DataStream, KeyedStream, StreamEnv, TextSource, WindowResult, WindowedStream};
 pub use time::Time;
 
