@@ -34,7 +34,6 @@ pub mod context;
 mod dedup_op;
 mod epoch_op;
 pub mod execute;
-pub mod fingerprint;
 pub mod join_op;
 mod progress;
 mod rolling_op;
@@ -47,6 +46,8 @@ pub mod window_op;
 pub use context::{Clock, JobContext, ManualClock, MetricsSnapshot, StateGauge, SystemClock};
 pub use execute::{execute, ExecutionConfig};
 pub use join_op::{JoinResult, Joined};
+// riffle-state's, where the runtime's jobs have always found it.
+pub use riffle_state::fingerprint;
 pub use stream::{CountWindowedStream, DataStream, KeyedStream, StreamEnv, TextSource, WindowResult, WindowedStream};
 pub use time::Time;
 

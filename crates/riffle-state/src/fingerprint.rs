@@ -6,19 +6,19 @@
 //! into a job with another window size, the panes mix with new ones; into another job, the
 //! state fails to decode (or worse, decodes). So every checkpoint carries the fingerprint of the
 //! job that took it (`chk-N/job.json`, a JSON object of named fields, readable and diffable),
-//! and [`CheckpointStore::open`](crate::checkpoint::CheckpointStore::open) compares it field
+//! and [`CheckpointStore::open`](crate::store::CheckpointStore::open) compares it field
 //! by field with the restoring job's before it writes anything, refusing a difference with an
 //! error that names each one.
 //!
-//! The runtime does not decide which settings matter: the job (the CLI) lists the fields its
-//! state depends on (job kind, windowing, lateness, time characteristic, aggregate and its
-//! parameters, the source) and leaves out those that are safe to change between runs (worker
-//! and process counts, sinks, checkpoint interval and retention), as Flink's savepoint
+//! Neither the store nor the runtime decides which settings matter: the job (the CLI) lists the
+//! fields its state depends on (job kind, windowing, lateness, time characteristic, aggregate
+//! and its parameters, the source) and leaves out those that are safe to change between runs
+//! (worker and process counts, sinks, checkpoint interval and retention), as Flink's savepoint
 //! compatibility rules allow a change of parallelism or sink but not of an operator's state
 //! type.
 //!
 //! ```
-//! use riffle_runtime::checkpoint::JobFingerprint;
+//! use riffle_state::JobFingerprint;
 //!
 //! let taken = JobFingerprint::new("riffle wordcount").with("--window", "10s");
 //! let now = JobFingerprint::new("riffle wordcount").with("--window", "5s");

@@ -1,0 +1,540 @@
+//! The checkpoint store: where the operators of a job write their snapshots, how a checkpoint
+//! completes, and what a restarted job restores. It is the only place that reads and writes a
+//! checkpoint directory while a job runs; the bytes are [`crate::format`]'s, the decisions
+//! (what a manifest lists, what to restore, what to delete) those of the crate's `manifest`
+//! and `retention` modules.
+//!
+//! Layout under the checkpoint directory:
+//!
+//! ```text
+//! chk-0000000007/                      the files written for epoch 7
+//!     <operator>.w<worker>             one file per stateful operator and worker
+//! chk-0000000007/job.json              the fingerprint of the job that took it
+//! chk-0000000007/MANIFEST              written last: the checkpoint is complete
+//! ```
+//!
+//! A manifest lists every file this run wrote at or before its epoch, oldest first: operators
+//! write only what changed (the key groups touched since their last snapshot, nothing for a
+//! finished source), and a restore takes each part's newest version. Recovery reads the newest
+//! manifest whose files are all intact and falls back to the previous one otherwise. Plain files
+//! were chosen over an embedded store (fjall, redb, rocksdb): a snapshot is written once and
+//! read only on recovery, which is what files do best, they move to a shared filesystem or an
+//! object store unchanged, and they cost no dependency.
+//!
+//! A checkpoint is restored only into a job with the same [`JobFingerprint`] (see
+//! [`crate::fingerprint`]); the check comes before the store writes or deletes anything.
+//!
+//! A part is addressed by a `u32`: the key group for keyed state (so that a checkpoint restores
+//! onto any number of workers), the split index for source positions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use riffle_core::{Error, Result};
+
+use crate::fingerprint::{JobFingerprint, FINGERPRINT_FILE};
+use crate::format::{
+    epoch_dir, manifest_path, parse_epoch_dir, part_file_name, read_manifest, read_part_file, seal_manifest,
+    write_atomically, write_part_file, Manifest, PartHeader, MANIFEST_FILE,
+};
+use crate::manifest::{self, EpochDir};
+use crate::retention;
+
+/// Where and how often to checkpoint.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Time between checkpoints (sources cut an epoch at their next chunk boundary after it).
+    pub interval: Duration,
+    /// Complete checkpoints to keep (at least 2, so that a corrupt newest one has a fallback).
+    pub retain: usize,
+    /// What the job's state depends on: stored in every checkpoint, and compared with the
+    /// fingerprint of the checkpoint [`CheckpointStore::open`] would restore.
+    pub fingerprint: JobFingerprint,
+}
+
+/// Parts of a snapshot: (key group or split index, bytes).
+pub type Parts = Vec<(u32, Vec<u8>)>;
+
+/// Whether a snapshot holds an operator's whole state on a worker or only what changed since
+/// its previous one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// Everything: older files of the operator and worker are no longer needed.
+    Full,
+    /// What changed: a restore needs the files back to the last full one.
+    Incremental,
+}
+
+/// What a recovery restored.
+pub(crate) struct Restored {
+    epoch: u64,
+    parts: HashMap<String, Arc<Parts>>,
+}
+
+/// Checkpoints of one job: written by the operators of every worker of this process, read at
+/// start-up. The runtime shares one store among its workers (riffle-runtime's `JobContext`).
+pub struct CheckpointStore {
+    config: CheckpointConfig,
+    restored: Option<Restored>,
+    /// The first epoch of this run.
+    start_epoch: u64,
+    /// Completion reports of the job's sinks on worker 0: sink id → newest complete epoch.
+    completion: Mutex<CompletionState>,
+}
+
+#[derive(Default)]
+struct CompletionState {
+    sinks: BTreeMap<usize, Option<u64>>,
+    committed: Option<u64>,
+}
+
+impl CheckpointStore {
+    /// Opens the checkpoint directory, restoring its newest intact checkpoint if there is one.
+    ///
+    /// Fails with [`Error::Config`], before it creates or deletes anything, if that checkpoint
+    /// was taken by a job with another [`JobFingerprint`] than `config.fingerprint` (the error
+    /// names each difference). A checkpoint without a fingerprint (taken by an older riffle) is
+    /// restored with a warning.
+    pub fn open(config: CheckpointConfig) -> Result<Self> {
+        // Nothing is written before the fingerprint check: a refused job leaves the directory
+        // as it found it (a missing directory has nothing to restore, and is created below).
+        let dirs = match config.dir.is_dir() {
+            true => Self::epoch_dirs(&config.dir)?,
+            false => Vec::new(),
+        };
+        let mut restored = None;
+        for epoch in manifest::restore_candidates(&dirs) {
+            let manifest = manifest_path(&config.dir, epoch);
+            let loaded =
+                Self::load(&config.dir, &manifest).and_then(|r| Ok((r, read_fingerprint(&config.dir, epoch)?)));
+            match loaded {
+                Ok((r, taken)) => {
+                    match taken {
+                        Some(taken) => config.fingerprint.check_restore(&taken, &config.dir)?,
+                        None => tracing::warn!(
+                            "checkpoint {epoch} in {} has no job fingerprint (an older riffle took it): restoring it without checking that this job took it",
+                            config.dir.display()
+                        ),
+                    }
+                    tracing::info!("restoring checkpoint {epoch} from {}", config.dir.display());
+                    restored = Some(r);
+                    break;
+                }
+                Err(e) => tracing::warn!("checkpoint {epoch} cannot be restored ({e}); trying the previous one"),
+            }
+        }
+        std::fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
+            what: "cannot create",
+            path: config.dir.clone(),
+            source,
+        })?;
+        let start_epoch = manifest::start_epoch(restored.as_ref().map(|r| r.epoch));
+        for epoch in retention::stale_epochs(&Self::epochs(&config.dir)?, start_epoch) {
+            let dir = epoch_dir(&config.dir, epoch);
+            std::fs::remove_dir_all(&dir).map_err(|source| Error::Io {
+                what: "cannot remove",
+                path: dir,
+                source,
+            })?;
+        }
+        Ok(CheckpointStore {
+            config,
+            restored,
+            start_epoch,
+            completion: Mutex::new(CompletionState::default()),
+        })
+    }
+
+    /// The epochs of the directories under `root`.
+    pub(crate) fn epochs(root: &Path) -> Result<Vec<u64>> {
+        let entries = std::fs::read_dir(root).map_err(|source| Error::Io {
+            what: "cannot list",
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| parse_epoch_dir(&e.file_name().to_string_lossy()))
+            .collect())
+    }
+
+    /// The epoch directories under `root`, each with whether it has a manifest.
+    pub(crate) fn epoch_dirs(root: &Path) -> Result<Vec<EpochDir>> {
+        Ok(Self::epochs(root)?
+            .into_iter()
+            .map(|epoch| EpochDir {
+                epoch,
+                complete: manifest_path(root, epoch).exists(),
+            })
+            .collect())
+    }
+
+    /// Reads the checkpoint of the manifest `manifest_path` and every file it lists, checked.
+    pub(crate) fn load(root: &Path, manifest_path: &Path) -> Result<Restored> {
+        let manifest = read_manifest(manifest_path)?;
+        let mut parts: HashMap<String, Parts> = HashMap::new();
+        for rel in &manifest.files {
+            let (header, file_parts) = read_part_file(&root.join(rel))?;
+            parts.entry(header.operator).or_default().extend(file_parts);
+        }
+        Ok(Restored {
+            epoch: manifest.epoch,
+            parts: parts.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.config
+    }
+
+    /// The epoch of the restored checkpoint, if any.
+    pub fn restored_epoch(&self) -> Option<u64> {
+        self.restored.as_ref().map(|r| r.epoch)
+    }
+
+    /// The first epoch of this run: one past the restored checkpoint, or 0.
+    pub fn start_epoch(&self) -> u64 {
+        self.start_epoch
+    }
+
+    /// The restored parts of `operator` (of every worker of the run that wrote them), shared
+    /// by the workers that restore it.
+    pub fn restored_parts(&self, operator: &str) -> Arc<Parts> {
+        self.restored
+            .as_ref()
+            .and_then(|r| r.parts.get(operator))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Writes `worker`'s parts of `operator` for `epoch`.
+    pub fn write(
+        &self,
+        epoch: u64,
+        operator: &str,
+        worker: usize,
+        parts: Vec<(u32, Vec<u8>)>,
+        kind: SnapshotKind,
+    ) -> Result<()> {
+        let dir = epoch_dir(&self.config.dir, epoch);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            what: "cannot create",
+            path: dir.clone(),
+            source,
+        })?;
+        let header = PartHeader {
+            epoch,
+            operator: operator.to_string(),
+            worker: worker as u32,
+            parts: parts.len() as u64,
+        };
+        write_part_file(&dir.join(part_file_name(operator, worker, kind)), &header, &parts)
+    }
+
+    /// The newest complete checkpoint of this run, if any; one at or past `wanted` if there is
+    /// one. Process 0 completes checkpoints (its worker 0 registers the sinks); the other
+    /// processes of a job see its manifests in the shared directory, so they look there when
+    /// what they know is older than `wanted`.
+    pub fn completed_epoch(&self, wanted: u64) -> Option<u64> {
+        let (known, completes_here) = {
+            let c = self.completion.lock().unwrap_or_else(|p| p.into_inner());
+            (c.committed, !c.sinks.is_empty())
+        };
+        // The process whose sinks complete checkpoints knows; only the others look on disk.
+        if completes_here || known.is_some_and(|k| k >= wanted) {
+            return known;
+        }
+        let on_disk = Self::epoch_dirs(&self.config.dir)
+            .ok()
+            .and_then(|dirs| manifest::newest_complete(&dirs, self.start_epoch));
+        known.max(on_disk)
+    }
+
+    /// Registers a sink whose completions decide when checkpoints are complete; returns its id.
+    /// For the engine: the sinks of worker 0 of process 0 register, and report with
+    /// [`CheckpointStore::sink_complete`].
+    pub fn register_sink(&self) -> usize {
+        let mut c = self.completion.lock().unwrap_or_else(|p| p.into_inner());
+        let id = c.sinks.len();
+        c.sinks.insert(id, None);
+        id
+    }
+
+    /// Sink `id` (on worker 0) has seen every epoch up to `epoch` complete. When every sink
+    /// has, writes the manifest of the newest such epoch, deletes the checkpoints retention no
+    /// longer keeps, and returns the epoch (for the commit of transactional sinks).
+    pub fn sink_complete(&self, id: usize, epoch: u64) -> Result<Option<u64>> {
+        let mut c = self.completion.lock().unwrap_or_else(|p| p.into_inner());
+        c.sinks.insert(id, Some(epoch));
+        let Some(all) = manifest::epoch_to_complete(c.sinks.values().copied(), c.committed, self.start_epoch) else {
+            return Ok(None);
+        };
+        self.write_manifest(all)?;
+        tracing::debug!("checkpoint {all} complete in {}", self.config.dir.display());
+        c.committed = Some(all);
+        self.retain()?;
+        Ok(Some(all))
+    }
+
+    /// Writes the manifest of `epoch` (what it lists: [`manifest::manifest_files`]), after the
+    /// job's fingerprint.
+    fn write_manifest(&self, epoch: u64) -> Result<()> {
+        let root = &self.config.dir;
+        let mut written = Vec::new();
+        for e in Self::epochs(root)? {
+            if !(self.start_epoch..=epoch).contains(&e) {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(epoch_dir(root, e)) else {
+                continue;
+            };
+            written.extend(
+                entries
+                    .filter_map(|x| x.ok())
+                    .map(|entry| (e, entry.file_name().to_string_lossy().to_string())),
+            );
+        }
+        let files = manifest::manifest_files(written);
+        let sealed = seal_manifest(&Manifest { epoch, files })?;
+        let dir = epoch_dir(root, epoch);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            what: "cannot create",
+            path: dir.clone(),
+            source,
+        })?;
+        // The fingerprint first: a checkpoint is complete (and restorable) once its manifest
+        // exists, and then it has its fingerprint.
+        write_atomically(
+            &dir.join(FINGERPRINT_FILE),
+            self.config.fingerprint.to_json()?.as_bytes(),
+        )?;
+        write_atomically(&dir.join(MANIFEST_FILE), &sealed)
+    }
+
+    /// Deletes checkpoints older than the `retain` newest complete ones, keeping every
+    /// directory a retained manifest refers to (see [`retention::kept_checkpoints`] and
+    /// [`retention::epochs_to_delete`]).
+    fn retain(&self) -> Result<()> {
+        let root = &self.config.dir;
+        let complete: Vec<u64> = Self::epoch_dirs(root)?
+            .into_iter()
+            .filter(|d| d.complete)
+            .map(|d| d.epoch)
+            .collect();
+        let Some(kept) = retention::kept_checkpoints(&complete, self.config.retain) else {
+            return Ok(());
+        };
+        // A manifest that cannot be read refers to nothing but its own directory.
+        let kept_files: Vec<String> = kept
+            .iter()
+            .filter_map(|&e| read_manifest(&manifest_path(root, e)).ok())
+            .flat_map(|m| m.files)
+            .collect();
+        for e in retention::epochs_to_delete(&Self::epochs(root)?, &kept, kept_files.iter().map(String::as_str)) {
+            let _ = std::fs::remove_dir_all(epoch_dir(root, e));
+        }
+        Ok(())
+    }
+}
+
+/// The fingerprint stored in checkpoint `epoch` of `root`; `None` if it has none (an older
+/// riffle took it).
+pub(crate) fn read_fingerprint(root: &Path, epoch: u64) -> Result<Option<JobFingerprint>> {
+    let path = epoch_dir(root, epoch).join(FINGERPRINT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => JobFingerprint::from_json(&text, &path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            what: "cannot read",
+            path,
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn config(dir: &Path) -> CheckpointConfig {
+        CheckpointConfig {
+            dir: dir.to_path_buf(),
+            interval: Duration::from_millis(100),
+            retain: 2,
+            fingerprint: JobFingerprint::new("test").with("--window", "10s"),
+        }
+    }
+
+    #[test]
+    fn a_complete_checkpoint_is_restored_and_a_corrupt_one_falls_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::open(config(dir.path())).expect("open");
+        let sink = store.register_sink();
+        for epoch in 0..3u64 {
+            let kind = if epoch == 0 {
+                SnapshotKind::Full
+            } else {
+                SnapshotKind::Incremental
+            };
+            store
+                .write(epoch, "op", 0, vec![(7, vec![epoch as u8; 10])], kind)
+                .expect("write");
+            assert_eq!(store.sink_complete(sink, epoch).expect("complete"), Some(epoch));
+        }
+        let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
+        assert_eq!(restored.restored_epoch(), Some(2));
+        assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![2u8; 10])));
+        // Corrupt the newest part file: recovery falls back to epoch 1.
+        let newest = epoch_dir(dir.path(), 2).join("op.w0.inc");
+        let mut bytes = std::fs::read(&newest).expect("read");
+        let n = bytes.len();
+        bytes[n / 2] ^= 0x40;
+        std::fs::write(&newest, &bytes).expect("corrupt");
+        let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
+        assert_eq!(restored.restored_epoch(), Some(1));
+        assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![1u8; 10])));
+        // Truncate it too: epoch 1 becomes unusable; epoch 0 was kept, as retained manifests
+        // refer to it (their incremental chain starts from its full snapshot).
+        let e1 = epoch_dir(dir.path(), 1).join("op.w0.inc");
+        let bytes = std::fs::read(&e1).expect("read");
+        std::fs::write(&e1, &bytes[..bytes.len() - 3]).expect("truncate");
+        let restored = CheckpointStore::open(config(dir.path())).expect("reopen");
+        assert_eq!(restored.restored_epoch(), Some(0));
+    }
+
+    #[test]
+    fn an_operator_without_a_new_file_is_found_in_an_earlier_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::open(config(dir.path())).expect("open");
+        let sink = store.register_sink();
+        let full = SnapshotKind::Full;
+        store
+            .write(0, "finished-source", 0, vec![(0, vec![1])], full)
+            .expect("write");
+        store.write(0, "window", 0, vec![(3, vec![2])], full).expect("write");
+        store.sink_complete(sink, 0).expect("complete");
+        let delta = SnapshotKind::Incremental;
+        store.write(1, "window", 0, vec![(3, vec![3])], delta).expect("write");
+        store.sink_complete(sink, 1).expect("complete");
+        let r = CheckpointStore::open(config(dir.path())).expect("reopen");
+        assert_eq!(r.restored_epoch(), Some(1));
+        assert_eq!(*r.restored_parts("finished-source"), vec![(0, vec![1])]);
+        assert_eq!(
+            *r.restored_parts("window"),
+            vec![(3, vec![2]), (3, vec![3])],
+            "oldest first"
+        );
+        assert_eq!(r.start_epoch(), 2);
+    }
+
+    #[test]
+    fn a_full_snapshot_ends_the_chain_and_older_checkpoints_are_deleted_while_the_job_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::open(config(dir.path())).expect("open");
+        let sink = store.register_sink();
+        for epoch in 0..10u64 {
+            let kind = if epoch % 4 == 0 {
+                SnapshotKind::Full
+            } else {
+                SnapshotKind::Incremental
+            };
+            store
+                .write(epoch, "window", 0, vec![(3, vec![epoch as u8])], kind)
+                .expect("write");
+            store.sink_complete(sink, epoch).expect("complete");
+        }
+        // The newest full snapshot is epoch 8: epochs 8 and 9 are all a restore needs; the
+        // retained checkpoints (8, 9) do not refer to anything older, which is gone.
+        let r = CheckpointStore::open(config(dir.path())).expect("reopen");
+        assert_eq!(*r.restored_parts("window"), vec![(3, vec![8]), (3, vec![9])]);
+        let mut left = CheckpointStore::epochs(dir.path()).expect("epochs");
+        left.sort_unstable();
+        assert_eq!(left, vec![8, 9]);
+    }
+
+    /// Every path under `dir` with its bytes, to show that a refused restore changed nothing.
+    pub(crate) fn listing(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d).expect("list").map(|e| e.expect("entry")) {
+                let p = entry.path();
+                if p.is_dir() {
+                    todo.push(p.clone());
+                    out.push((p, Vec::new()));
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).expect("read")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A store on `dir` with two complete checkpoints (epochs 0 and 1) and an interrupted
+    /// epoch 2 (files, no manifest).
+    pub(crate) fn two_checkpoints_and_an_interrupted_one(dir: &Path) {
+        let store = CheckpointStore::open(config(dir)).expect("open");
+        let sink = store.register_sink();
+        for epoch in 0..2u64 {
+            store
+                .write(epoch, "op", 0, vec![(1, vec![epoch as u8])], SnapshotKind::Full)
+                .expect("write");
+            store.sink_complete(sink, epoch).expect("complete");
+        }
+        store
+            .write(2, "op", 0, vec![(1, vec![2])], SnapshotKind::Full)
+            .expect("write");
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_job_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        two_checkpoints_and_an_interrupted_one(dir.path());
+        let fingerprint = std::fs::read_to_string(epoch_dir(dir.path(), 1).join(FINGERPRINT_FILE)).expect("stored");
+        assert!(fingerprint.contains("\"--window\": \"10s\""), "{fingerprint}");
+        let before = listing(dir.path());
+        let mut other = config(dir.path());
+        other.fingerprint = JobFingerprint::new("test").with("--window", "5s");
+        let e = CheckpointStore::open(other).err().expect("refused");
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(
+            e.to_string().contains("with --window 10s; this job has --window 5s"),
+            "{e}"
+        );
+        // Not even the interrupted epoch 2, which an accepted restore deletes, is touched.
+        assert_eq!(listing(dir.path()), before);
+        let same = CheckpointStore::open(config(dir.path())).expect("the same job restores");
+        assert_eq!(same.restored_epoch(), Some(1));
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_fingerprint_is_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        two_checkpoints_and_an_interrupted_one(dir.path());
+        for epoch in 0..2 {
+            std::fs::remove_file(epoch_dir(dir.path(), epoch).join(FINGERPRINT_FILE)).expect("remove");
+        }
+        assert_eq!(CheckpointStore::peek_fingerprint(dir.path()).expect("peek"), None);
+        let mut other = config(dir.path());
+        other.fingerprint = JobFingerprint::new("anything");
+        let store = CheckpointStore::open(other).expect("restored with a warning");
+        assert_eq!(store.restored_epoch(), Some(1));
+    }
+
+    #[test]
+    fn a_missing_directory_is_created_only_when_the_store_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ck = dir.path().join("new");
+        assert_eq!(CheckpointStore::peek_fingerprint(&ck).expect("peek"), None);
+        assert!(!ck.exists());
+        let store = CheckpointStore::open(config(&ck)).expect("open");
+        assert_eq!(store.restored_epoch(), None);
+        assert!(ck.is_dir());
+    }
+}
