@@ -440,7 +440,11 @@ impl CheckpointStore {
     }
 
     /// Registers a sink whose completions decide when checkpoints are complete; returns its id.
-    pub(crate) fn register_sink(&self) -> usize {
+    ///
+    /// Public (hidden) for tools that write snapshots outside a job and complete them, as a
+    /// job's sinks do (see `window_op::GlobalCountState`).
+    #[doc(hidden)]
+    pub fn register_sink(&self) -> usize {
         let mut c = self.completion.lock().unwrap_or_else(|p| p.into_inner());
         let id = c.sinks.len();
         c.sinks.insert(id, None);
@@ -450,7 +454,8 @@ impl CheckpointStore {
     /// Sink `id` (on worker 0) has seen every epoch up to `epoch` complete. When every sink
     /// has, writes the manifest of the newest such epoch and returns it (for the commit of
     /// transactional sinks).
-    pub(crate) fn sink_complete(&self, id: usize, epoch: u64) -> Result<Option<u64>> {
+    #[doc(hidden)]
+    pub fn sink_complete(&self, id: usize, epoch: u64) -> Result<Option<u64>> {
         let mut c = self.completion.lock().unwrap_or_else(|p| p.into_inner());
         c.sinks.insert(id, Some(epoch));
         let Some(all) = c.sinks.values().copied().min().flatten() else {
