@@ -10,11 +10,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod bench;
-mod bench_checkpoint;
-mod bench_join;
-mod bench_kafka;
-mod bench_sketch;
 mod job_end;
 mod join;
 mod nexmark;
@@ -47,7 +42,7 @@ enum Command {
     Savepoint(SavepointArgs),
     /// Benchmarks that compare the engine with a hand-written loop on the same data.
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(riffle_bench::BenchCommand),
     /// Generate test data.
     #[command(subcommand)]
     Generate(GenerateCommand),
@@ -126,7 +121,7 @@ fn main() {
         Command::Savepoint(a) => riffle_runtime::checkpoint::savepoint(&a.checkpoint_dir, &a.to).map(|epoch| {
             eprintln!("riffle: savepoint of checkpoint {epoch} written to {}", a.to.display());
         }),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Bench(cmd) => riffle_bench::run(cmd),
         Command::Nexmark(cmd) => nexmark::run(cmd),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {

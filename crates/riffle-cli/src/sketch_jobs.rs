@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 use riffle_core::aggregate::Aggregate;
+use riffle_core::text::words;
 use riffle_core::window::{TimeWindows, Window};
 use riffle_core::{Error, Result};
 use riffle_runtime::checkpoint::JobFingerprint;
@@ -18,7 +19,6 @@ use riffle_sketch::counting_bloom::BloomDistinct;
 use riffle_sketch::{ApproxDistinct, ExactDistinct, TopK};
 
 use crate::options::{json_str, output_format, FixedWindowArgs, FormatArg, ResultSink, SourceArgs, TextInput};
-use crate::wordcount::words;
 
 /// How `riffle distinct` counts.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! `riffle wordcount`: the seed's job. Lines are split on whitespace into words; each word is
-//! counted per key and window (or over the whole input without `--window`).
+//! `riffle wordcount`: the seed's job. Lines are split on whitespace into words (by
+//! `riffle_core::text::words`); each word is counted per key and window (or over the whole
+//! input without `--window`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 use riffle_connectors::LineSink;
+use riffle_core::text::words;
 use riffle_core::window::{SessionWindows, TimeWindows, Window};
 use riffle_core::Result;
 use riffle_runtime::checkpoint::JobFingerprint;
@@ -49,57 +51,6 @@ pub struct WordcountArgs {
     /// with each checkpoint.
     #[arg(long)]
     pub sink: Option<String>,
-}
-
-/// Splits an owned line into words without allocating per word (short words are inline).
-/// Words are what `str::split_whitespace` yields; ASCII lines take a byte-scanning path.
-struct Words {
-    line: String,
-    pos: usize,
-    ascii: bool,
-}
-
-/// `char::is_whitespace` restricted to ASCII (it includes the vertical tab, unlike
-/// `u8::is_ascii_whitespace`).
-#[inline]
-fn ascii_space(b: u8) -> bool {
-    b == b' ' || (b'\t'..=b'\r').contains(&b)
-}
-
-impl Iterator for Words {
-    type Item = CompactString;
-    #[inline]
-    fn next(&mut self) -> Option<CompactString> {
-        if self.ascii {
-            let bytes = self.line.as_bytes();
-            let mut i = self.pos;
-            while i < bytes.len() && ascii_space(bytes[i]) {
-                i += 1;
-            }
-            if i == bytes.len() {
-                self.pos = i;
-                return None;
-            }
-            let start = i;
-            while i < bytes.len() && !ascii_space(bytes[i]) {
-                i += 1;
-            }
-            self.pos = i;
-            return Some(CompactString::from(&self.line[start..i]));
-        }
-        let rest = &self.line[self.pos..];
-        let start = rest.find(|c: char| !c.is_whitespace())?;
-        let rest = &rest[start..];
-        let len = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        self.pos += start + len;
-        Some(CompactString::from(&rest[..len]))
-    }
-}
-
-/// Splits a line into its words.
-pub fn words(line: String) -> impl Iterator<Item = CompactString> {
-    let ascii = line.is_ascii();
-    Words { line, pos: 0, ascii }
 }
 
 enum Windowing {
@@ -213,19 +164,4 @@ pub fn run(args: WordcountArgs) -> Result<()> {
         metrics,
         args.input.max_malformed_ratio,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_split_on_any_whitespace() {
-        for line in ["  a bb\tccc  ", "x\u{0B}y\u{0C}z\r\n", "é  ü\u{2003}ß", "", "   "] {
-            let got: Vec<_> = words(line.to_string()).collect();
-            let expect: Vec<_> = line.split_whitespace().collect();
-            assert_eq!(got, expect, "{line:?}");
-        }
-        assert_eq!(words(String::new()).count(), 0);
-    }
 }

@@ -7,6 +7,7 @@
 //! (then `bounded=latest` is right), and output is read until the expected count arrives rather
 //! than to the reported end; it has no EndTxn, so the transactional sink cannot commit against
 //! it (the mock-cluster tests cover that path; see docs/architecture.md).
+#![cfg(feature = "kafka")]
 
 mod common;
 use common::{assert_same, generate, keyed, riffle, JOB};

@@ -3,6 +3,7 @@
 //! like to any broker): the result equals the same job over a file, on 1 and 2 workers;
 //! malformed messages are reported with partition and offset; a run killed after a checkpoint
 //! and restarted commits exactly the uninterrupted output.
+#![cfg(feature = "kafka")]
 
 mod common;
 use common::{assert_same, generate, keyed, riffle, JOB};

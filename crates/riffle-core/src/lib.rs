@@ -23,6 +23,7 @@ pub mod duration;
 pub mod error;
 pub mod join;
 pub mod key_group;
+pub mod text;
 pub mod time;
 pub mod window;
 pub mod window_state;

@@ -527,106 +527,93 @@ where
     DataStream { stream: results, ctx }
 }
 
-/// Figures of one snapshot and restore of window state, for `riffle bench checkpoint`.
-#[derive(Clone, Copy, Debug)]
-pub struct SnapshotFigures {
-    /// Bytes written (all files).
-    pub bytes: u64,
-    /// Seconds to split the state by key group, encode and write it (synced).
-    pub snapshot_secs: f64,
-    /// Seconds for the next, incremental snapshot when one key group of 128 changed.
-    pub incremental_secs: f64,
-    /// Seconds to read, verify and decode the checkpoint and rebuild the state.
-    pub restore_secs: f64,
-    /// Of `restore_secs`, seconds to read and verify the files.
-    pub read_secs: f64,
-    /// Keys restored (checked against the keys snapshotted).
-    pub restored_keys: usize,
+/// A global-window count per key, held as the time window operator holds it but outside any
+/// dataflow, snapshotted and restored by the operator's own checkpoint code paths: for tools
+/// that write, read or time checkpoints of keyed window state without running a job (`riffle
+/// bench checkpoint` times them). One worker owns every key group; records are their own keys
+/// (the word count's shape).
+#[doc(hidden)]
+pub struct GlobalCountState<K: Key> {
+    op: TimeWindowOp<K, K, riffle_core::aggregate::Count>,
+    dirty: DirtyGroups,
 }
 
-/// The `i`-th key of [`measure_snapshot`] (`key_bytes` bytes) and its count.
-#[doc(hidden)]
-pub fn bench_entry(i: usize, key_bytes: usize) -> (compact_str::CompactString, u64) {
-    let mut k = format!("{i:0width$}", width = key_bytes);
-    k.truncate(key_bytes.max(8));
-    (k.into(), (i % 1000) as u64 + 1)
-}
-
-/// Snapshots a global-window count over `keys` distinct keys of `key_bytes` bytes into
-/// `dir` and restores it, timing both: the code paths of a real checkpoint and recovery of the
-/// window operator, without the dataflow around them.
-#[doc(hidden)]
-pub fn measure_snapshot(dir: &std::path::Path, keys: usize, key_bytes: usize) -> riffle_core::Result<SnapshotFigures> {
-    use riffle_core::aggregate::Count;
-    use riffle_core::window::GlobalWindows;
-    let TimeWindows::Sliced(slicing) = TimeWindows::from(GlobalWindows) else {
-        return Err(riffle_core::Error::Execution("global windows are sliced".into()));
-    };
-    let config = crate::checkpoint::CheckpointConfig {
-        dir: dir.to_path_buf(),
-        interval: std::time::Duration::from_secs(1),
-        retain: 2,
-        fingerprint: crate::checkpoint::JobFingerprint::new("bench checkpoint"),
-    };
-    let store = crate::checkpoint::CheckpointStore::open(config.clone())?;
-    // Keys as the word count has them: compact strings, inline up to 24 bytes.
-    type Word = compact_str::CompactString;
-    let mut st: SlicedWindowState<Word, Word, Count> = SlicedWindowState::new(slicing, 0, Count);
-    let pane = slicing.pane_of(0);
-    for i in 0..keys {
-        let (k, count) = bench_entry(i, key_bytes);
-        st.add_on_time(pane, k, count);
+impl<K: Key> Default for GlobalCountState<K> {
+    fn default() -> Self {
+        Self::new()
     }
-    let op = TimeWindowOp {
-        state: TimeState::Sliced(st),
-        windows: TimeWindows::Sliced(slicing),
-        lateness: 0,
-        agg: Count,
-    };
-    let t = std::time::Instant::now();
-    let mut dirty = DirtyGroups::new(true);
-    crate::epoch_op::take_snapshot(&op, &store, 0, "Window-0", (0, 1), &mut dirty)?;
-    let snapshot_secs = t.elapsed().as_secs_f64();
-    let sink = store.register_sink();
-    store.sink_complete(sink, 0)?;
-    dirty.mark_group(KeyGroup(7));
-    let t = std::time::Instant::now();
-    crate::epoch_op::take_snapshot(&op, &store, 1, "Window-0", (0, 1), &mut dirty)?;
-    let incremental_secs = t.elapsed().as_secs_f64();
-    let bytes = std::fs::read_dir(dir.join("chk-0000000000"))
-        .map_err(|source| riffle_core::Error::Io {
-            what: "cannot list",
-            path: dir.to_path_buf(),
-            source,
-        })?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum();
-    drop(op);
-    let t = std::time::Instant::now();
-    let restored = crate::checkpoint::CheckpointStore::open(config)?;
-    let read_secs = t.elapsed().as_secs_f64();
-    let parts = restored.restored_parts("Window-0");
-    let mut op = TimeWindowOp {
-        state: TimeState::Sliced(SlicedWindowState::<Word, Word, Count>::new(slicing, 0, Count)),
-        windows: TimeWindows::Sliced(slicing),
-        lateness: 0,
-        agg: Count,
-    };
-    let mut out = Vec::new();
-    crate::epoch_op::restore_state(&mut op, &parts, (0, 1), &mut out)?;
-    let restore_secs = t.elapsed().as_secs_f64();
-    let restored_keys = match &op.state {
-        TimeState::Sliced(st) => st.len(),
-        TimeState::Session(st) => st.len(),
-    };
-    Ok(SnapshotFigures {
-        bytes,
-        snapshot_secs,
-        incremental_secs,
-        restore_secs,
-        read_secs,
-        restored_keys,
-    })
+}
+
+impl<K: Key> GlobalCountState<K> {
+    /// The operator's worker and the number of workers: one worker owns every key group.
+    const WORKERS: (usize, usize) = (0, 1);
+
+    /// An empty state; its first snapshot is a full one.
+    pub fn new() -> Self {
+        use riffle_core::{aggregate::Count, window::Slicing};
+        let op = TimeWindowOp {
+            state: TimeState::Sliced(SlicedWindowState::new(Slicing::GLOBAL, 0, Count)),
+            windows: TimeWindows::Sliced(Slicing::GLOBAL),
+            lateness: 0,
+            agg: Count,
+        };
+        GlobalCountState {
+            op,
+            dirty: DirtyGroups::new(true),
+        }
+    }
+
+    /// Adds `count` to the count of `key`, as the operator applies an on-time partial
+    /// aggregate from a combiner, and marks the key's group changed for the next snapshot.
+    pub fn add(&mut self, key: K, count: u64) {
+        let p = Partial {
+            key,
+            slot: riffle_core::window::Slicing::GLOBAL.pane_of(0),
+            staged_at: None,
+            acc: count,
+        };
+        self.op.apply(p, i64::MIN, &mut self.dirty);
+    }
+
+    /// The keys counted (the state's entries).
+    pub fn len(&self) -> usize {
+        match &self.op.state {
+            TimeState::Sliced(st) => st.len(),
+            TimeState::Session(st) => st.len(),
+        }
+    }
+
+    /// Whether no key is counted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the snapshot of `epoch` into `store` under the operator name `operator`, as the
+    /// operator does when the frontier passes an epoch: every key group the first time (and
+    /// periodically after that), otherwise only the groups changed since the last snapshot.
+    /// The checkpoint is complete once the store writes its manifest (when its sinks, see
+    /// `CheckpointStore::register_sink`, have all seen the epoch complete).
+    pub fn snapshot(
+        &mut self,
+        store: &crate::checkpoint::CheckpointStore,
+        epoch: u64,
+        operator: &str,
+    ) -> riffle_core::Result<()> {
+        crate::epoch_op::take_snapshot(&self.op, store, epoch, operator, Self::WORKERS, &mut self.dirty)
+    }
+
+    /// The state restored from the parts of `operator` in the checkpoint `store` opened (empty
+    /// if it restored none), as the operator restores at start-up.
+    pub fn restore(store: &crate::checkpoint::CheckpointStore, operator: &str) -> riffle_core::Result<Self> {
+        let mut state = Self::new();
+        // Global windows fire only at the end of the input: a restore emits nothing.
+        let mut fired = Vec::new();
+        crate::epoch_op::restore_state(
+            &mut state.op,
+            &store.restored_parts(operator),
+            Self::WORKERS,
+            &mut fired,
+        )?;
+        Ok(state)
+    }
 }

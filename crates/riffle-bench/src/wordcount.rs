@@ -1,5 +1,7 @@
-//! `riffle bench`: the engine against a hand-written single-threaded loop doing the same job
-//! on the same data, in the same run, so that the framework's overhead is a measured ratio.
+//! `riffle bench wordcount`: the engine against a hand-written single-threaded loop doing the
+//! same job on the same data, in the same run, so that the framework's overhead is a measured
+//! ratio. The engine splits lines with `riffle_core::text::words`, the loop with
+//! `str::split_whitespace`: the same words, so the two counts are compared exactly.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -11,27 +13,11 @@ use compact_str::CompactString;
 use hashbrown::HashMap;
 use riffle_connectors::generator::WordGenerator;
 use riffle_connectors::SplitSpec;
+use riffle_core::text::words;
 use riffle_core::window::{GlobalWindows, SlidingWindows, TimeWindows, TumblingWindows};
 use riffle_core::{Error, Result, WatermarkStrategy};
 use riffle_runtime::source::leading_millis;
 use riffle_runtime::{execute, ExecutionConfig, JobContext, TextSource};
-
-use crate::wordcount::words;
-
-/// Benchmarks.
-#[derive(clap::Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Word count: whole input, 5 s tumbling and 10 s / 2 s hopping windows.
-    Wordcount(WordcountBenchArgs),
-    /// Inserts/s of exact set, HyperLogLog, counting Bloom filter, Count-Min and top-k.
-    Sketches(crate::bench_sketch::SketchBenchArgs),
-    /// Interval and window joins on skewed keys against a hand-written symmetric hash join.
-    Join(crate::bench_join::JoinBenchArgs),
-    /// Snapshot and restore time of keyed window state of several sizes.
-    Checkpoint(crate::bench_checkpoint::CheckpointBenchArgs),
-    /// Messages/s through the Kafka source and sink against a hand-written librdkafka loop.
-    Kafka(crate::bench_kafka::KafkaBenchArgs),
-}
 
 /// Arguments of `riffle bench wordcount`.
 #[derive(clap::Args, Debug)]
@@ -208,7 +194,8 @@ fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T
         .ok_or_else(|| Error::Execution("no repetition ran".into()))
 }
 
-fn run_wordcount(args: WordcountBenchArgs) -> Result<()> {
+/// Runs the benchmark and prints a table.
+pub fn run(args: WordcountBenchArgs) -> Result<()> {
     let tmp;
     let path = match &args.file {
         Some(p) => p.clone(),
@@ -280,15 +267,4 @@ fn run_wordcount(args: WordcountBenchArgs) -> Result<()> {
     }
     println!("ratio = hand-written loop time / engine time on the same data (below 1 means the engine is faster)");
     Ok(())
-}
-
-/// Runs a benchmark.
-pub fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Wordcount(args) => run_wordcount(args),
-        BenchCommand::Sketches(args) => crate::bench_sketch::run(args),
-        BenchCommand::Join(args) => crate::bench_join::run(args),
-        BenchCommand::Checkpoint(args) => crate::bench_checkpoint::run(args),
-        BenchCommand::Kafka(args) => crate::bench_kafka::run(args),
-    }
 }

@@ -1,0 +1,75 @@
+//! `riffle bench` end to end on small inputs: the benchmarks live in the `riffle-bench` crate,
+//! and these check that the binary still dispatches to them and that their engine and
+//! hand-written runs agree (each benchmark fails on a mismatch).
+
+use std::process::{Command, Output};
+
+fn riffle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_riffle"))
+        .args(args)
+        .output()
+        .expect("riffle starts")
+}
+
+fn ok_stdout(o: Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn bench_wordcount_checks_the_engine_against_the_loop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("words.txt");
+    let text = ok_stdout(riffle(&[
+        "generate",
+        "words",
+        "--lines",
+        "2000",
+        "--step",
+        "1",
+        "--vocabulary",
+        "300",
+    ]));
+    std::fs::write(&input, text).expect("write input");
+    let out = ok_stdout(riffle(&[
+        "bench",
+        "wordcount",
+        "--file",
+        input.to_str().expect("utf-8 path"),
+        "--workers",
+        "1,2",
+        "--repeat",
+        "1",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("riffle bench wordcount: "), "{out}");
+    // Three jobs on two worker counts, each checked.
+    let rows: Vec<&&str> = lines.iter().filter(|l| l.contains(" ok (")).collect();
+    assert_eq!(rows.len(), 6, "{out}");
+    assert!(lines.last().is_some_and(|l| l.starts_with("ratio = ")), "{out}");
+}
+
+#[test]
+fn bench_checkpoint_restores_every_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = ok_stdout(riffle(&[
+        "bench",
+        "checkpoint",
+        "--sizes-mb",
+        "1",
+        "--dir",
+        dir.path().to_str().expect("utf-8 path"),
+    ]));
+    // The benchmark fails unless the restore finds every key it snapshotted.
+    let row = out.lines().nth(2).expect("a row per size");
+    assert!(row.trim_start().starts_with("1 MB"), "{out}");
+    assert_eq!(row.split_whitespace().nth(2), Some("31250"), "{out}");
+}
+
+#[test]
+fn every_benchmark_has_its_subcommand() {
+    for bench in ["wordcount", "sketches", "join", "checkpoint", "kafka"] {
+        let out = ok_stdout(riffle(&["bench", bench, "--help"]));
+        assert!(out.contains(&format!("bench {bench} [OPTIONS]")), "{bench}: {out}");
+    }
+}
