@@ -2,19 +2,10 @@
 //! and these check that the binary still dispatches to them and that their engine and
 //! hand-written runs agree (each benchmark fails on a mismatch).
 
-use std::process::{Command, Output};
+mod common;
+use common::run as riffle;
 
-fn riffle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-        .args(args)
-        .output()
-        .expect("riffle starts")
-}
-
-fn ok_stdout(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).expect("utf-8 output")
-}
+use common::ok_stdout;
 
 #[test]
 fn bench_wordcount_checks_the_engine_against_the_loop() {

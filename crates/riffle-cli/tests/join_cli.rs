@@ -2,14 +2,9 @@
 //! joins, 1 and 2 workers, against a nested-loop join written plainly here.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 
-fn riffle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-        .args(args)
-        .output()
-        .expect("riffle starts")
-}
+mod common;
+use common::run as riffle;
 
 struct Lcg(u64);
 impl Lcg {

@@ -2,19 +2,11 @@
 //! computed in the test from the same file.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Command, Output};
 
-fn riffle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-        .args(args)
-        .output()
-        .expect("riffle starts")
-}
+mod common;
+use common::run as riffle;
 
-fn ok_stdout(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).expect("utf-8 output")
-}
+use common::ok_stdout;
 
 /// Generates `<ts> words...` lines with disorder below 1 s; returns the path and the lines.
 fn generated(dir: &std::path::Path) -> (String, Vec<(i64, Vec<String>)>) {

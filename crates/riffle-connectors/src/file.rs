@@ -245,20 +245,9 @@ impl<R: Read + Send> LineReader for BlockingLines<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::drain;
     use crate::source::SplitSpec;
     use std::io::Write;
-
-    fn drain(reader: &mut dyn LineReader) -> Vec<(u64, Vec<Vec<u8>>)> {
-        let mut out = vec![];
-        for _ in 0..10_000 {
-            match reader.poll(2).unwrap() {
-                Poll::Chunk(c) => out.push((c.first_line, c.lines)),
-                Poll::Pending => std::thread::sleep(std::time::Duration::from_millis(1)),
-                Poll::Finished => return out,
-            }
-        }
-        panic!("reader did not finish");
-    }
 
     #[test]
     fn file_lines_with_numbers_and_crlf() {

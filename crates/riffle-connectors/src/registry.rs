@@ -150,37 +150,53 @@ fn list(usages: &[&str]) -> String {
     }
 }
 
-/// The scheme of `uri` (before `://`), if it has one.
-fn scheme(uri: &str) -> Option<&str> {
-    uri.split_once("://").map(|(s, _)| s)
+/// What a registry entry has: its scheme and usage.
+trait Entry: Copy {
+    fn scheme(&self) -> &'static str;
+    fn usage(&self) -> &'static str;
+}
+
+impl Entry for SourceScheme {
+    fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+    fn usage(&self) -> &'static str {
+        self.usage
+    }
+}
+
+impl Entry for SinkScheme {
+    fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+    fn usage(&self) -> &'static str {
+        self.usage
+    }
+}
+
+/// The entry of `scheme` in `registry`, or every usage it knows (for the error).
+fn find<E: Entry>(registry: &RwLock<Vec<E>>, scheme: Option<&str>) -> std::result::Result<E, String> {
+    let all = registry.read().unwrap_or_else(|p| p.into_inner());
+    scheme
+        .and_then(|s| all.iter().find(|e| e.scheme() == s).copied())
+        .ok_or_else(|| list(&all.iter().map(|e| e.usage()).collect::<Vec<_>>()))
 }
 
 /// The source a URI names: its scheme's connector; `-` and `stdin:` are standard input, and a
-/// bare path (no `scheme://`) a file or folder.
+/// bare path (no `scheme://`) a file or folder, as `nexmark run --input` takes it.
 pub fn open_source(uri: &str) -> Result<Arc<dyn Source>> {
     let uri = match uri {
         "-" | "stdin:" => "stdin://",
         other => other,
     };
-    let entry = {
-        let all = sources().read().unwrap_or_else(|p| p.into_inner());
-        match scheme(uri) {
-            Some(s) => all.iter().find(|e| e.scheme == s).copied(),
-            // A bare path means a file or folder, as `nexmark run --input` takes it.
-            None if !uri.is_empty() => all.iter().find(|e| e.scheme == "file").copied(),
-            None => None,
-        }
+    let scheme = match uri.split_once("://") {
+        Some((scheme, _)) => Some(scheme),
+        None if !uri.is_empty() => Some("file"),
+        None => None,
     };
-    match entry {
-        Some(e) => (e.open)(uri),
-        None => {
-            let all = sources().read().unwrap_or_else(|p| p.into_inner());
-            let usages: Vec<&str> = all.iter().map(|e| e.usage).collect();
-            Err(Error::Config(format!(
-                "source '{uri}': unknown scheme (use {})",
-                list(&usages)
-            )))
-        }
+    match find(sources(), scheme) {
+        Ok(entry) => (entry.open)(uri),
+        Err(known) => Err(Error::Config(format!("source '{uri}': unknown scheme (use {known})"))),
     }
 }
 
@@ -190,20 +206,9 @@ pub fn open_sink(uri: &str) -> Result<Arc<dyn Sink>> {
         "blackhole:" => "blackhole://",
         other => other,
     };
-    let entry = {
-        let all = sinks().read().unwrap_or_else(|p| p.into_inner());
-        scheme(uri).and_then(|s| all.iter().find(|e| e.scheme == s).copied())
-    };
-    match entry {
-        Some(e) => (e.open)(uri),
-        None => {
-            let all = sinks().read().unwrap_or_else(|p| p.into_inner());
-            let usages: Vec<&str> = all.iter().map(|e| e.usage).collect();
-            Err(Error::Config(format!(
-                "--sink: expected {}, got '{uri}'",
-                list(&usages)
-            )))
-        }
+    match find(sinks(), uri.split_once("://").map(|(s, _)| s)) {
+        Ok(entry) => (entry.open)(uri),
+        Err(known) => Err(Error::Config(format!("--sink: expected {known}, got '{uri}'"))),
     }
 }
 

@@ -83,20 +83,8 @@ impl Split for SocketSplit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Poll;
+    use crate::source::drain;
     use std::io::Write;
-
-    fn drain(reader: &mut dyn LineReader) -> Vec<(u64, Vec<Vec<u8>>)> {
-        let mut out = vec![];
-        for _ in 0..10_000 {
-            match reader.poll(2).unwrap() {
-                Poll::Chunk(c) => out.push((c.first_line, c.lines)),
-                Poll::Pending => std::thread::sleep(std::time::Duration::from_millis(1)),
-                Poll::Finished => return out,
-            }
-        }
-        panic!("reader did not finish");
-    }
 
     #[test]
     fn socket_lines_until_the_server_closes() {

@@ -206,3 +206,17 @@ impl fmt::Debug for SourceUri {
         f.debug_tuple("SourceUri").field(&self.uri).finish()
     }
 }
+
+/// Reads `reader` to its end, two lines at a time: each chunk's first line number and lines.
+#[cfg(test)]
+pub(crate) fn drain(reader: &mut dyn LineReader) -> Vec<(u64, Vec<Vec<u8>>)> {
+    let mut out = vec![];
+    for _ in 0..10_000 {
+        match reader.poll(2).expect("poll") {
+            Poll::Chunk(c) => out.push((c.first_line, c.lines)),
+            Poll::Pending => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Poll::Finished => return out,
+        }
+    }
+    panic!("reader did not finish");
+}

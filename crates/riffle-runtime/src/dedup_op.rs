@@ -16,7 +16,7 @@ use riffle_sketch::CountingBloomFilter;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::OkErr;
 
-use crate::epoch_op::{DirtyGroups, EpochState};
+use crate::epoch_op::{decode_parts, encode_parts, DirtyGroups, EpochState};
 use crate::stream::{Data, DataStream, Key, KeyedStream};
 
 /// A record waiting for the watermark: (sequence time, event time, key hash, record).
@@ -65,11 +65,7 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
     }
 
     fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> riffle_core::Result<crate::checkpoint::Parts> {
-        let mut parts = Vec::new();
-        for g in 0..KEY_GROUPS as u16 {
-            if !include(u32::from(g)) {
-                continue;
-            }
+        encode_parts((0..KEY_GROUPS as u16).filter(|g| include(u32::from(*g))).map(|g| {
             let (filter, recent) = self.dedup.snapshot_group(g);
             let part = DedupPart {
                 pending: self
@@ -81,9 +77,8 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
                 filter: filter.map(CountingBloomFilter::to_bytes),
                 recent,
             };
-            parts.push((u32::from(g), crate::checkpoint::encode(&part)?));
-        }
-        Ok(parts)
+            (u32::from(g), part)
+        }))
     }
 
     fn restore(
@@ -92,11 +87,7 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
         mine: &dyn Fn(u32) -> bool,
         _out: &mut Vec<Self::Out>,
     ) -> riffle_core::Result<()> {
-        for &(g, bytes) in parts {
-            if !mine(g) {
-                continue;
-            }
-            let part: DedupPart<D> = crate::checkpoint::decode(bytes, "deduplication state")?;
+        decode_parts(parts, mine, "deduplication state", |g, part: DedupPart<D>| {
             let filter = part
                 .filter
                 .map(|b| CountingBloomFilter::from_bytes(&b))
@@ -104,8 +95,8 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
                 .map_err(|e| riffle_core::Error::Execution(format!("deduplication state: {e}")))?;
             self.pending.extend(part.pending);
             self.dedup.restore_group(g as u16, filter, part.recent);
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

@@ -96,6 +96,34 @@ pub(crate) trait EpochState: 'static {
     fn restore(&mut self, parts: &[(u32, &[u8])], mine: &dyn Fn(u32) -> bool, out: &mut Vec<Self::Out>) -> Result<()>;
 }
 
+/// Encodes the parts of an operator's state, one per key group (or split, or mark): how every
+/// stateful operator writes its groups into a checkpoint.
+pub(crate) fn encode_parts<G, T: serde::Serialize>(
+    parts: impl IntoIterator<Item = (G, T)>,
+) -> Result<Vec<(G, Vec<u8>)>> {
+    parts
+        .into_iter()
+        .map(|(id, part)| Ok((id, crate::checkpoint::encode(&part)?)))
+        .collect()
+}
+
+/// Decodes the parts of the key groups `mine` accepts as `T`s (`what` names the state in
+/// errors) and hands each to `restore`, in order: how every stateful operator takes its groups
+/// back from a checkpoint, whichever workers wrote them.
+pub(crate) fn decode_parts<T: serde::de::DeserializeOwned>(
+    parts: &[(u32, &[u8])],
+    mine: &dyn Fn(u32) -> bool,
+    what: &str,
+    mut restore: impl FnMut(u32, T) -> Result<()>,
+) -> Result<()> {
+    for &(group, bytes) in parts {
+        if mine(group) {
+            restore(group, crate::checkpoint::decode(bytes, what)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// The newest part of each id (parts come oldest first: an incremental chain); parts with id
 /// `u32::MAX` (per-worker marks) are all kept.
 pub(crate) fn newest_parts(parts: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {

@@ -171,11 +171,7 @@ fn encode_groups<S: GroupedState + Serialize>(
     state: &S,
     include: &dyn Fn(KeyGroup) -> bool,
 ) -> riffle_core::Result<Vec<(KeyGroup, Vec<u8>)>> {
-    state
-        .split_groups(include)
-        .into_iter()
-        .map(|(group, part)| Ok((group, crate::checkpoint::encode(&part)?)))
-        .collect()
+    crate::epoch_op::encode_parts(state.split_groups(include))
 }
 
 /// Decodes the parts of a [`GroupedState`].
@@ -220,6 +216,47 @@ impl<L, R> Held<L, R> {
                 Held::Right(x) => right.push(x),
             }
         }
+    }
+}
+
+/// What one input of a join does with an arriving record: whether it is on time, and how it
+/// is wrapped when it is late or held for a later epoch.
+struct Side<OnTime, Late, Hold> {
+    on_time: OnTime,
+    late: Late,
+    held: Hold,
+}
+
+impl<OnTime, Late, Hold> Side<OnTime, Late, Hold> {
+    /// Sorts the records of a message that came at `t`: late ones into `buffer`, those of an
+    /// epoch the operator has not reached into `aligner` (when `aligning`), the others into
+    /// `pending`. Returns how many were late.
+    fn admit<T, O, L, R>(
+        &self,
+        t: Time,
+        data: &mut Vec<(EventTime, T)>,
+        aligning: bool,
+        aligner: &mut EpochAligner<Held<L, R>>,
+        pending: &mut Vec<(EventTime, i64, T)>,
+        buffer: &mut Vec<(EventTime, Out<O, L, R>)>,
+    ) -> u64
+    where
+        OnTime: Fn(EventTime, i64) -> bool,
+        Late: Fn(T) -> Out<O, L, R>,
+        Hold: Fn((EventTime, i64, T)) -> Held<L, R>,
+    {
+        let mut late = 0;
+        for (ts, d) in data.drain(..) {
+            if !(self.on_time)(ts, t.watermark) {
+                late += 1;
+                buffer.push((ts, (self.late)(d)));
+            } else if aligning && aligner.is_ahead(t.epoch) {
+                aligner.hold(t.epoch, [(self.held)((ts, t.watermark, d))]);
+            } else {
+                pending.push((ts, t.watermark, d));
+            }
+        }
+        late
     }
 }
 
@@ -304,31 +341,26 @@ where
                 }
                 move |(input1, frontier1), (input2, frontier2), output| {
                     let mut late = 0u64;
+                    // Each record is late (out at once), of an epoch not reached yet (held), or
+                    // accepted (pending until it is joined).
+                    let aligning = store.is_some();
                     input1.for_each(|cap, data| {
                         let t = message_time(&cap);
-                        for (ts, d) in data.drain(..) {
-                            if !logic.left_on_time(ts, t.watermark) {
-                                late += 1;
-                                buffer.push((ts, Out::LateLeft(d)));
-                            } else if store.is_some() && aligner.is_ahead(t.epoch) {
-                                aligner.hold(t.epoch, [Held::Left((ts, t.watermark, d))]);
-                            } else {
-                                pending_left.push((ts, t.watermark, d));
-                            }
-                        }
+                        let sides = Side {
+                            on_time: |ts, wm| logic.left_on_time(ts, wm),
+                            late: Out::LateLeft,
+                            held: Held::Left,
+                        };
+                        late += sides.admit(t, data, aligning, &mut aligner, &mut pending_left, &mut buffer);
                     });
                     input2.for_each(|cap, data| {
                         let t = message_time(&cap);
-                        for (ts, d) in data.drain(..) {
-                            if !logic.right_on_time(ts, t.watermark) {
-                                late += 1;
-                                buffer.push((ts, Out::LateRight(d)));
-                            } else if store.is_some() && aligner.is_ahead(t.epoch) {
-                                aligner.hold(t.epoch, [Held::Right((ts, t.watermark, d))]);
-                            } else {
-                                pending_right.push((ts, t.watermark, d));
-                            }
-                        }
+                        let sides = Side {
+                            on_time: |ts, wm| logic.right_on_time(ts, wm),
+                            late: Out::LateRight,
+                            held: Held::Right,
+                        };
+                        late += sides.admit(t, data, aligning, &mut aligner, &mut pending_right, &mut buffer);
                     });
                     if late > 0 {
                         op_ctx.metrics().late.fetch_add(late, Ordering::Relaxed);
@@ -667,10 +699,7 @@ impl<K: Key, S: Data, V: Data> TwoInputLogic<K, S, (K, Change<V>), JoinResult<K,
                 part.insert(key, row);
             }
         }
-        filled_slots(slots)
-            .into_iter()
-            .map(|(group, part)| Ok((group, crate::checkpoint::encode(&part)?)))
-            .collect()
+        crate::epoch_op::encode_parts(filled_slots(slots))
     }
     fn restore(&mut self, parts: &[&[u8]], _out: &mut RowsOut<K, S, V>) -> riffle_core::Result<()> {
         for bytes in parts {

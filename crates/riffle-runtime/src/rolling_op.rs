@@ -19,7 +19,7 @@ use riffle_core::key_group::{KeyGroup, KEY_GROUPS};
 use riffle_core::EventTime;
 use serde::{Deserialize, Serialize};
 
-use crate::epoch_op::{DirtyGroups, EpochState};
+use crate::epoch_op::{decode_parts, encode_parts, DirtyGroups, EpochState};
 use crate::stream::{Data, DataStream, Key, KeyedStream};
 
 /// One key's state: its accumulator, the highest event time of its records (the time of its
@@ -82,12 +82,13 @@ where
         for (k, s) in &self.keys {
             groups[usize::from(KeyGroup::of(k).0)].push((k, s));
         }
-        groups
-            .into_iter()
-            .enumerate()
-            .filter(|(g, _)| include(*g as u32))
-            .map(|(g, part)| Ok((g as u32, crate::checkpoint::encode(&part)?)))
-            .collect()
+        encode_parts(
+            groups
+                .into_iter()
+                .enumerate()
+                .map(|(g, part)| (g as u32, part))
+                .filter(|(g, _)| include(*g)),
+        )
     }
 
     fn restore(
@@ -96,19 +97,20 @@ where
         mine: &dyn Fn(u32) -> bool,
         _out: &mut Vec<Self::Out>,
     ) -> riffle_core::Result<()> {
-        for &(g, bytes) in parts {
-            if !mine(g) {
-                continue;
-            }
-            let part: Vec<(K, KeyState<A::Acc>)> = crate::checkpoint::decode(bytes, "rolling aggregate state")?;
-            for (k, s) in part {
-                if s.changed {
-                    self.changed.push(k.clone());
+        decode_parts(
+            parts,
+            mine,
+            "rolling aggregate state",
+            |_, part: Vec<(K, KeyState<A::Acc>)>| {
+                for (k, s) in part {
+                    if s.changed {
+                        self.changed.push(k.clone());
+                    }
+                    self.keys.insert(k, s);
                 }
-                self.keys.insert(k, s);
-            }
-        }
-        Ok(())
+                Ok(())
+            },
+        )
     }
 }
 

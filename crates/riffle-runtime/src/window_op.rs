@@ -33,7 +33,7 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
-use crate::epoch_op::{DirtyGroups, EpochState};
+use crate::epoch_op::{decode_parts, encode_parts, DirtyGroups, EpochState};
 use crate::progress::{frontier_watermark, message_time, open_epoch};
 use crate::stream::{Data, DataStream, Key, KeyedStream, WindowResult};
 use crate::time::Time;
@@ -360,9 +360,7 @@ where
                 parts.push((u32::MAX, crate::checkpoint::encode(&mark)?));
             }
             TimeState::Session(st) => {
-                for (g, part) in st.snapshot(groups, group_of, include) {
-                    parts.push((g, crate::checkpoint::encode(&part)?));
-                }
+                parts.extend(encode_parts(st.snapshot(groups, group_of, include))?);
                 let mark: SessionPart<K, A::Acc> = SessionPart {
                     watermark: st.watermark(),
                     sessions: Vec::new(),
@@ -486,11 +484,7 @@ where
     }
 
     fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> riffle_core::Result<crate::checkpoint::Parts> {
-        self.state
-            .snapshot(KEY_GROUPS as usize, group_of, include)
-            .into_iter()
-            .map(|(g, part)| Ok((g, crate::checkpoint::encode(&part)?)))
-            .collect()
+        encode_parts(self.state.snapshot(KEY_GROUPS as usize, group_of, include))
     }
 
     fn restore(
@@ -500,13 +494,10 @@ where
         _out: &mut Vec<Self::Out>,
     ) -> riffle_core::Result<()> {
         // Sequencing is per key: a group resumes where its old worker was, with no catch-up.
-        for &(g, bytes) in parts {
-            if mine(g) {
-                let part: CountPart<K, D> = crate::checkpoint::decode(bytes, "count window state")?;
-                self.state.restore(part);
-            }
-        }
-        Ok(())
+        decode_parts(parts, mine, "count window state", |_, part: CountPart<K, D>| {
+            self.state.restore(part);
+            Ok(())
+        })
     }
 }
 

@@ -34,6 +34,17 @@ pub fn riffle() -> Command {
     Command::new(env!("CARGO_BIN_EXE_riffle"))
 }
 
+/// Runs riffle with `args` to its end.
+pub fn run(args: &[&str]) -> std::process::Output {
+    riffle().args(args).output().expect("riffle starts")
+}
+
+/// The stdout of a run that must have succeeded (its stderr otherwise).
+pub fn ok_stdout(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).expect("utf-8 output")
+}
+
 /// Event-time lines from `riffle generate` (disorder below the job's out-of-orderness, so no
 /// record is late whatever the partitioning).
 pub fn generate(lines: u64) -> Vec<Vec<u8>> {
