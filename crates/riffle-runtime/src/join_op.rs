@@ -344,24 +344,19 @@ where
                     // Each record is late (out at once), of an epoch not reached yet (held), or
                     // accepted (pending until it is joined).
                     let aligning = store.is_some();
-                    input1.for_each(|cap, data| {
-                        let t = message_time(&cap);
-                        let sides = Side {
-                            on_time: |ts, wm| logic.left_on_time(ts, wm),
-                            late: Out::LateLeft,
-                            held: Held::Left,
-                        };
-                        late += sides.admit(t, data, aligning, &mut aligner, &mut pending_left, &mut buffer);
-                    });
-                    input2.for_each(|cap, data| {
-                        let t = message_time(&cap);
-                        let sides = Side {
-                            on_time: |ts, wm| logic.right_on_time(ts, wm),
-                            late: Out::LateRight,
-                            held: Held::Right,
-                        };
-                        late += sides.admit(t, data, aligning, &mut aligner, &mut pending_right, &mut buffer);
-                    });
+                    let left = Side {
+                        on_time: |ts, wm| logic.left_on_time(ts, wm),
+                        late: Out::LateLeft,
+                        held: Held::Left,
+                    };
+                    let right = Side {
+                        on_time: |ts, wm| logic.right_on_time(ts, wm),
+                        late: Out::LateRight,
+                        held: Held::Right,
+                    };
+                    let (pl, pr, al, out) = (&mut pending_left, &mut pending_right, &mut aligner, &mut buffer);
+                    input1.for_each(|cap, data| late += left.admit(message_time(&cap), data, aligning, al, pl, out));
+                    input2.for_each(|cap, data| late += right.admit(message_time(&cap), data, aligning, al, pr, out));
                     if late > 0 {
                         op_ctx.metrics().late.fetch_add(late, Ordering::Relaxed);
                     }

@@ -30,11 +30,14 @@
 //! ```
 
 pub mod checkpoint;
+mod combiner;
 pub mod context;
 mod dedup_op;
+mod env;
 mod epoch_op;
 pub mod execute;
 pub mod join_op;
+mod keyed;
 mod progress;
 mod rolling_op;
 pub mod sink;

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use riffle_connectors::sink::Restored;
-use riffle_connectors::{Checkpoints, Layout, OutputBatch, Sink};
+use riffle_connectors::{BlackholeSink, Checkpoints, CommittedFileSink, Layout, LineSink, OutputBatch, Sink};
 use riffle_core::{Error, EventTime, Result};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -254,4 +254,83 @@ fn complete_checkpoint(store: &CheckpointStore, id: usize, epoch: u64, sink: &dy
         sink.commit(done)?;
     }
     Ok(())
+}
+
+impl<'s, D: crate::stream::Data> crate::stream::DataStream<'s, D> {
+    /// Calls `f` with every record and its event time: a sink.
+    pub fn for_each(self, mut f: impl FnMut(EventTime, D) + 'static) {
+        let ctx = Arc::clone(&self.ctx);
+        self.stream
+            .unary::<VecBuilder<()>, _, _, _>(Pipeline, "ForEach", |_, _| {
+                move |input, _output| {
+                    input.for_each(|_cap, data| {
+                        ctx.metrics()
+                            .records_out
+                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        for (ts, d) in data.drain(..) {
+                            f(ts, d);
+                        }
+                    });
+                }
+            });
+    }
+
+    /// Counts and drops every record, as Flink's blackhole sink: for measuring a job without
+    /// the cost of writing its results. Takes part in checkpoints as any sink.
+    pub fn discard(self) {
+        self.write_to(Arc::new(BlackholeSink), |_, _| {}, |_, _, _| {})
+    }
+
+    /// Writes every record into `sink` (any connector, e.g. from
+    /// [`SinkUri`](riffle_connectors::SinkUri)): `value` formats it (a line with its newline,
+    /// or a message's value), `key` writes its key for sinks of keyed messages (nothing: no
+    /// key). Exactly once with checkpoints when the sink has two-phase commit, at least once
+    /// otherwise (see [`crate::sink`]). Before the job starts, call [`crate::sink::recover`];
+    /// once it has ended, [`Sink::finish`](riffle_connectors::Sink::finish).
+    pub fn write_to(
+        self,
+        sink: Arc<dyn Sink>,
+        key: impl FnMut(&D, &mut Vec<u8>) + 'static,
+        value: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static,
+    ) {
+        crate::sink::write_to_sink(self.stream, self.ctx, sink, key, value, true)
+    }
+
+    /// Formats every record with `format` (which appends one line, newline included) and
+    /// writes the lines to `sink` batch by batch, each flushed when written. The records are
+    /// the job's results (counted in `records_out`). A sink whose reader went away (stdout
+    /// into `head`) stops the job cleanly.
+    pub fn write_lines(self, sink: LineSink, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
+        self.write_to(Arc::new(sink), |_, _| {}, format)
+    }
+
+    /// As [`write_lines`](Self::write_lines) for a side output, such as the records later than
+    /// the allowed lateness: its records are not counted as results.
+    pub fn write_side_lines(self, sink: LineSink, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
+        crate::sink::write_to_sink(self.stream, self.ctx, Arc::new(sink), |_, _| {}, format, false)
+    }
+
+    /// Writes every record with `format` into files under `dir`, exactly once with
+    /// checkpoints (see [`CommittedFileSink`]): results of an epoch become visible, as
+    /// `dir/part-<epoch>-w<worker>`, when the epoch's checkpoint completes. Call
+    /// [`crate::sink::recover`] with the same sink before the job starts.
+    pub fn write_committed(self, dir: std::path::PathBuf, format: impl FnMut(EventTime, &D, &mut Vec<u8>) + 'static) {
+        self.write_to(Arc::new(CommittedFileSink::new(dir)), |_, _| {}, format)
+    }
+
+    /// Prints every record with `Debug` to stdout, one per line.
+    pub fn print(self)
+    where
+        D: std::fmt::Debug,
+    {
+        self.write_lines(LineSink::stdout(), |_, d, out| {
+            use std::io::Write;
+            let _ = writeln!(out, "{d:?}");
+        })
+    }
+
+    /// Collects every record of this worker into `into`, for tests.
+    pub fn collect_into(self, into: Arc<std::sync::Mutex<Vec<(EventTime, D)>>>) {
+        self.for_each(move |ts, d| into.lock().unwrap_or_else(|p| p.into_inner()).push((ts, d)));
+    }
 }
