@@ -12,11 +12,10 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use riffle_core::{Error, Result};
 
-use crate::sink::{Checkpoints, Delivery, OutputBatch, Restored, Sink, SinkWriter};
+use crate::sink::{Delivery, OutputBatch, Restored, Sink, SinkWriter, WriterContext};
 
 /// Buffered bytes of an epoch written to its pending file beyond this size.
 const WRITE_ABOVE: usize = 1 << 20;
@@ -60,10 +59,10 @@ impl Sink for CommittedFileSink {
         prepare_output_dir(&self.dir, restored.map(|r| r.epoch))
     }
 
-    fn writer(&self, worker: usize, _peers: usize, _: Option<Arc<dyn Checkpoints>>) -> Result<Box<dyn SinkWriter>> {
+    fn writer(&self, at: WriterContext) -> Result<Box<dyn SinkWriter>> {
         Ok(Box::new(PartFileWriter {
             pending: pending_dir(&self.dir),
-            worker,
+            worker: at.worker,
             buffers: BTreeMap::new(),
             files: BTreeMap::new(),
         }))

@@ -198,10 +198,7 @@ impl LineReader for GeneratedLines {
     }
 
     fn position(&self) -> Option<SplitPosition> {
-        Some(SplitPosition {
-            offset: self.next,
-            line: self.next + 1,
-        })
+        Some(SplitPosition::at_record(self.next))
     }
 
     fn poll(&mut self, max_lines: usize) -> Result<Poll> {

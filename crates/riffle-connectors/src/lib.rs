@@ -41,7 +41,9 @@ pub mod stdin;
 
 pub use file::{FileSource, FileSplit};
 pub use file_sink::CommittedFileSink;
-pub use sink::{BlackholeSink, Checkpoints, Delivery, Layout, LineSink, OutputBatch, Sink, SinkUri, SinkWriter};
+pub use sink::{
+    BlackholeSink, Checkpoints, Delivery, Layout, LineSink, OutputBatch, Sink, SinkUri, SinkWriter, WriterContext,
+};
 pub use socket::{SocketSource, SocketSplit};
 pub use source::{LineChunk, LineReader, Poll, Source, SourceUri, Split, SplitPosition, SplitSpec};
 pub use stdin::StdinSource;

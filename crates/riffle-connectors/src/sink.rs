@@ -136,6 +136,18 @@ pub trait Checkpoints: Send + Sync {
     fn fail(&self, error: Error);
 }
 
+/// Where a sink writer runs: its worker among all workers of the job, and the job's
+/// checkpoints when it takes them (`None`: no checkpoints, deliver at least once).
+#[derive(Clone)]
+pub struct WriterContext {
+    /// The worker's index among all workers of all processes.
+    pub worker: usize,
+    /// The number of workers of all processes.
+    pub peers: usize,
+    /// The job's checkpoints.
+    pub checkpoints: Option<Arc<dyn Checkpoints>>,
+}
+
 /// One worker's writer of a sink (see the [module docs](self) for the protocol).
 pub trait SinkWriter {
     /// Writes records of `epoch`; takes what it keeps and leaves `batch` empty.
@@ -171,13 +183,8 @@ pub trait Sink: Send + Sync {
         let _ = (restored, first_process);
         Ok(())
     }
-    /// The writer of `worker` (of `peers`); `checkpoints` when the job takes them.
-    fn writer(
-        &self,
-        worker: usize,
-        peers: usize,
-        checkpoints: Option<Arc<dyn Checkpoints>>,
-    ) -> Result<Box<dyn SinkWriter>>;
+    /// The writer of one worker (see [`WriterContext`]).
+    fn writer(&self, at: WriterContext) -> Result<Box<dyn SinkWriter>>;
     /// Checkpoint `epoch` is complete (without checkpoints: the input ended, `u64::MAX`): makes
     /// what the writers pre-committed up to it visible. Called on one worker of the job.
     fn commit(&self, epoch: u64) -> Result<()> {
@@ -243,7 +250,7 @@ impl Sink for BlackholeSink {
     fn delivery(&self) -> Delivery {
         Delivery::ExactlyOnce
     }
-    fn writer(&self, _: usize, _: usize, _: Option<Arc<dyn Checkpoints>>) -> Result<Box<dyn SinkWriter>> {
+    fn writer(&self, _: WriterContext) -> Result<Box<dyn SinkWriter>> {
         Ok(Box::new(BlackholeSink))
     }
 }
@@ -366,7 +373,7 @@ impl Sink for LineSink {
     fn delivery(&self) -> Delivery {
         Delivery::AtLeastOnce
     }
-    fn writer(&self, _: usize, _: usize, _: Option<Arc<dyn Checkpoints>>) -> Result<Box<dyn SinkWriter>> {
+    fn writer(&self, _: WriterContext) -> Result<Box<dyn SinkWriter>> {
         Ok(Box::new(self.clone()))
     }
     fn finish(&self) -> Result<()> {

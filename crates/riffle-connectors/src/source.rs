@@ -50,6 +50,22 @@ pub struct SplitPosition {
     pub line: u64,
 }
 
+impl SplitPosition {
+    /// The position before record `index` (0-based) of a split that counts records, not bytes
+    /// (generated data, collections): offset `index`, line `index + 1`.
+    ///
+    /// ```
+    /// use riffle_connectors::SplitPosition;
+    /// assert_eq!(SplitPosition::at_record(4), SplitPosition { offset: 4, line: 5 });
+    /// ```
+    pub fn at_record(index: u64) -> Self {
+        SplitPosition {
+            offset: index,
+            line: index + 1,
+        }
+    }
+}
+
 /// Reads an open split as chunks of lines without blocking the calling worker for long.
 pub trait LineReader: Send {
     /// The split's name, for messages.

@@ -56,18 +56,11 @@ impl SplitReader<Event> for GeneratorSplit {
             .map(|e| (e.date_time(), e))
             .collect();
         self.produced += batch.len() as u64;
-        Ok(if batch.is_empty() {
-            SplitPoll::Finished
-        } else {
-            SplitPoll::Records(batch)
-        })
+        Ok(SplitPoll::records_or_finished(batch))
     }
 
     fn position(&self) -> Option<SplitPosition> {
-        Some(SplitPosition {
-            offset: self.produced,
-            line: self.produced + 1,
-        })
+        Some(SplitPosition::at_record(self.produced))
     }
 
     fn seek(&mut self, position: SplitPosition) -> riffle_core::Result<()> {
@@ -90,11 +83,7 @@ pub struct MemorySplit {
 impl SplitReader<Event> for MemorySplit {
     fn poll(&mut self, max: usize) -> riffle_core::Result<SplitPoll<Event>> {
         let batch: Vec<(EventTime, Event)> = self.events.by_ref().take(max.max(1)).collect();
-        Ok(if batch.is_empty() {
-            SplitPoll::Finished
-        } else {
-            SplitPoll::Records(batch)
-        })
+        Ok(SplitPoll::records_or_finished(batch))
     }
 }
 

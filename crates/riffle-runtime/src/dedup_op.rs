@@ -16,7 +16,7 @@ use riffle_sketch::CountingBloomFilter;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::OkErr;
 
-use crate::epoch_op::{decode_parts, encode_parts, DirtyGroups, EpochState};
+use crate::epoch_op::{encode_parts, DirtyGroups, EpochState, RestoredParts};
 use crate::stream::{Data, DataStream, Key, KeyedStream};
 
 /// A record waiting for the watermark: (sequence time, event time, key hash, record).
@@ -81,13 +81,8 @@ impl<K: Key, D: Data> EpochState for DedupOp<K, D> {
         }))
     }
 
-    fn restore(
-        &mut self,
-        parts: &[(u32, &[u8])],
-        mine: &dyn Fn(u32) -> bool,
-        _out: &mut Vec<Self::Out>,
-    ) -> riffle_core::Result<()> {
-        decode_parts(parts, mine, "deduplication state", |g, part: DedupPart<D>| {
+    fn restore(&mut self, parts: &RestoredParts<'_>, _out: &mut Vec<Self::Out>) -> riffle_core::Result<()> {
+        parts.decode("deduplication state", |g, part: DedupPart<D>| {
             let filter = part
                 .filter
                 .map(|b| CountingBloomFilter::from_bytes(&b))

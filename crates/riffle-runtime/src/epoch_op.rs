@@ -91,9 +91,9 @@ pub(crate) trait EpochState: 'static {
     fn fire(&mut self, wm: i64, out: &mut Vec<Self::Out>, dirty: &mut DirtyGroups);
     /// Encodes the groups for which `include` holds (empty ones too), plus anything per worker.
     fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> Result<Parts>;
-    /// Restores the newest parts of the groups `mine` accepts; may emit results that the old
+    /// Restores the newest parts of this worker's groups; may emit results that the old
     /// workers would have emitted (catch-up).
-    fn restore(&mut self, parts: &[(u32, &[u8])], mine: &dyn Fn(u32) -> bool, out: &mut Vec<Self::Out>) -> Result<()>;
+    fn restore(&mut self, parts: &RestoredParts<'_>, out: &mut Vec<Self::Out>) -> Result<()>;
 }
 
 /// Encodes the parts of an operator's state, one per key group (or split, or mark): how every
@@ -107,21 +107,40 @@ pub(crate) fn encode_parts<G, T: serde::Serialize>(
         .collect()
 }
 
-/// Decodes the parts of the key groups `mine` accepts as `T`s (`what` names the state in
-/// errors) and hands each to `restore`, in order: how every stateful operator takes its groups
-/// back from a checkpoint, whichever workers wrote them.
-pub(crate) fn decode_parts<T: serde::de::DeserializeOwned>(
-    parts: &[(u32, &[u8])],
-    mine: &dyn Fn(u32) -> bool,
-    what: &str,
-    mut restore: impl FnMut(u32, T) -> Result<()>,
-) -> Result<()> {
-    for &(group, bytes) in parts {
-        if mine(group) {
-            restore(group, crate::checkpoint::decode(bytes, what)?)?;
-        }
+/// What a stateful operator restores from: the newest part of each key group of a checkpoint,
+/// whichever workers wrote them (and every per-worker mark, id `u32::MAX`), and which groups
+/// are this worker's now.
+pub(crate) struct RestoredParts<'a> {
+    parts: Vec<(u32, &'a [u8])>,
+    mine: &'a dyn Fn(u32) -> bool,
+}
+
+impl RestoredParts<'_> {
+    /// Every part, this worker's and the others'.
+    pub(crate) fn all(&self) -> &[(u32, &[u8])] {
+        &self.parts
     }
-    Ok(())
+
+    /// Whether group `group` is this worker's.
+    pub(crate) fn is_mine(&self, group: u32) -> bool {
+        (self.mine)(group)
+    }
+
+    /// Decodes the parts of this worker's groups as `T`s (`what` names the state in errors)
+    /// and hands each to `restore`, in order: how every stateful operator takes its groups back
+    /// from a checkpoint.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        mut restore: impl FnMut(u32, T) -> Result<()>,
+    ) -> Result<()> {
+        for &(group, bytes) in &self.parts {
+            if self.is_mine(group) {
+                restore(group, crate::checkpoint::decode(bytes, what)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The newest part of each id (parts come oldest first: an incremental chain); parts with id
@@ -173,7 +192,11 @@ pub(crate) fn restore_state<S: EpochState>(
     out: &mut Vec<S::Out>,
 ) -> Result<()> {
     let mine = |g: u32| g != u32::MAX && KeyGroup(g as u16).worker(peers) == worker;
-    state.restore(&newest_parts(parts), &mine, out)
+    let parts = RestoredParts {
+        parts: newest_parts(parts),
+        mine: &mine,
+    };
+    state.restore(&parts, out)
 }
 
 /// Builds the operator: `stream` exchanged by `route` (the worker of a record's key group).

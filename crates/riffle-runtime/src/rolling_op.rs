@@ -19,7 +19,7 @@ use riffle_core::key_group::{KeyGroup, KEY_GROUPS};
 use riffle_core::EventTime;
 use serde::{Deserialize, Serialize};
 
-use crate::epoch_op::{decode_parts, encode_parts, DirtyGroups, EpochState};
+use crate::epoch_op::{encode_parts, DirtyGroups, EpochState, RestoredParts};
 use crate::stream::{Data, DataStream, Key, KeyedStream};
 
 /// One key's state: its accumulator, the highest event time of its records (the time of its
@@ -91,26 +91,16 @@ where
         )
     }
 
-    fn restore(
-        &mut self,
-        parts: &[(u32, &[u8])],
-        mine: &dyn Fn(u32) -> bool,
-        _out: &mut Vec<Self::Out>,
-    ) -> riffle_core::Result<()> {
-        decode_parts(
-            parts,
-            mine,
-            "rolling aggregate state",
-            |_, part: Vec<(K, KeyState<A::Acc>)>| {
-                for (k, s) in part {
-                    if s.changed {
-                        self.changed.push(k.clone());
-                    }
-                    self.keys.insert(k, s);
+    fn restore(&mut self, parts: &RestoredParts<'_>, _out: &mut Vec<Self::Out>) -> riffle_core::Result<()> {
+        parts.decode("rolling aggregate state", |_, part: Vec<(K, KeyState<A::Acc>)>| {
+            for (k, s) in part {
+                if s.changed {
+                    self.changed.push(k.clone());
                 }
-                Ok(())
-            },
-        )
+                self.keys.insert(k, s);
+            }
+            Ok(())
+        })
     }
 }
 

@@ -19,7 +19,9 @@
 use std::sync::Arc;
 
 use riffle_connectors::sink::Restored;
-use riffle_connectors::{BlackholeSink, Checkpoints, CommittedFileSink, Layout, LineSink, OutputBatch, Sink};
+use riffle_connectors::{
+    BlackholeSink, Checkpoints, CommittedFileSink, Layout, LineSink, OutputBatch, Sink, WriterContext,
+};
 use riffle_core::{Error, EventTime, Result};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -101,7 +103,11 @@ pub(crate) fn write_to_sink<'s, D: crate::stream::Data>(
             name: sink.state_name().to_string(),
         }) as Arc<dyn Checkpoints>
     });
-    let mut writer = match sink.writer(worker, peers, checkpoints) {
+    let mut writer = match sink.writer(WriterContext {
+        worker,
+        peers,
+        checkpoints,
+    }) {
         Ok(w) => Some(w),
         Err(e) => {
             ctx.fail(e);

@@ -49,6 +49,18 @@ pub enum SplitPoll<D> {
     Finished,
 }
 
+impl<D> SplitPoll<D> {
+    /// `Records(batch)`, or `Finished` for an empty batch: what a split that never waits (a
+    /// collection, a generator) returns.
+    pub fn records_or_finished(batch: Vec<(EventTime, D)>) -> Self {
+        if batch.is_empty() {
+            SplitPoll::Finished
+        } else {
+            SplitPoll::Records(batch)
+        }
+    }
+}
+
 /// A split the source operator polls for records.
 pub trait SplitReader<D> {
     /// Up to about `max` next records.
@@ -98,18 +110,11 @@ impl<D: Clone> SplitReader<D> for CollectionSplit<D> {
         let end = (self.next + self.chunk).min(self.records.len());
         let batch = self.records[self.next..end].to_vec();
         self.next = end;
-        Ok(if batch.is_empty() {
-            SplitPoll::Finished
-        } else {
-            SplitPoll::Records(batch)
-        })
+        Ok(SplitPoll::records_or_finished(batch))
     }
 
     fn position(&self) -> Option<SplitPosition> {
-        Some(SplitPosition {
-            offset: self.next as u64,
-            line: self.next as u64 + 1,
-        })
+        Some(SplitPosition::at_record(self.next as u64))
     }
 
     fn seek(&mut self, position: SplitPosition) -> Result<()> {

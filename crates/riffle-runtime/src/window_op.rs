@@ -18,7 +18,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use crate::combiner::Partial;
-use crate::epoch_op::{decode_parts, encode_parts, DirtyGroups, EpochState};
+use crate::epoch_op::{encode_parts, DirtyGroups, EpochState, RestoredParts};
 use crate::stream::{Data, DataStream, Key, KeyedStream, WindowResult};
 
 enum TimeState<K, D, A: Aggregate<D>> {
@@ -183,19 +183,14 @@ where
     /// Parts written by different workers may have fired up to different watermarks; the state
     /// takes the highest, and the groups that were behind fire their windows up to it now, as
     /// their old worker would have.
-    fn restore(
-        &mut self,
-        parts: &[(u32, &[u8])],
-        mine: &dyn Fn(u32) -> bool,
-        out: &mut Vec<Self::Out>,
-    ) -> riffle_core::Result<()> {
+    fn restore(&mut self, parts: &RestoredParts<'_>, out: &mut Vec<Self::Out>) -> riffle_core::Result<()> {
         let name = "window state";
         let mut highest = i64::MIN;
         match self.empty() {
             TimeState::Sliced(_) => {
                 let mut by_mark: BTreeMap<i64, Vec<SlicedPart<K, A::Acc>>> = BTreeMap::new();
-                for &(g, bytes) in parts {
-                    if !mine(g) {
+                for &(g, bytes) in parts.all() {
+                    if !parts.is_mine(g) {
                         // Only the fired watermark matters from other workers' groups.
                         let mark: SlicedMark = crate::checkpoint::decode(bytes, name)?;
                         highest = highest.max(mark.fired_up_to);
@@ -225,10 +220,10 @@ where
             }
             TimeState::Session(_) => {
                 let mut by_mark: BTreeMap<i64, Vec<SessionPart<K, A::Acc>>> = BTreeMap::new();
-                for &(g, bytes) in parts {
+                for &(g, bytes) in parts.all() {
                     let part: SessionPart<K, A::Acc> = crate::checkpoint::decode(bytes, name)?;
                     highest = highest.max(part.watermark);
-                    if mine(g) {
+                    if parts.is_mine(g) {
                         by_mark.entry(part.watermark).or_default().push(part);
                     }
                 }
@@ -295,14 +290,9 @@ where
         encode_parts(self.state.snapshot(KEY_GROUPS as usize, group_of, include))
     }
 
-    fn restore(
-        &mut self,
-        parts: &[(u32, &[u8])],
-        mine: &dyn Fn(u32) -> bool,
-        _out: &mut Vec<Self::Out>,
-    ) -> riffle_core::Result<()> {
+    fn restore(&mut self, parts: &RestoredParts<'_>, _out: &mut Vec<Self::Out>) -> riffle_core::Result<()> {
         // Sequencing is per key: a group resumes where its old worker was, with no catch-up.
-        decode_parts(parts, mine, "count window state", |_, part: CountPart<K, D>| {
+        parts.decode("count window state", |_, part: CountPart<K, D>| {
             self.state.restore(part);
             Ok(())
         })

@@ -31,7 +31,9 @@ use riffle_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{kafka_error, KafkaUri, REQUEST_TIMEOUT};
-use crate::sink::{Checkpoints, Delivery, Layout, MessageBatch, OutputBatch, Restored, Sink, SinkWriter};
+use crate::sink::{
+    Checkpoints, Delivery, Layout, MessageBatch, OutputBatch, Restored, Sink, SinkWriter, WriterContext,
+};
 
 /// How long a transaction's commit (which flushes its messages) may take.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -430,12 +432,12 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    fn writer(
-        &self,
-        worker: usize,
-        peers: usize,
-        checkpoints: Option<Arc<dyn Checkpoints>>,
-    ) -> Result<Box<dyn SinkWriter>> {
+    fn writer(&self, at: WriterContext) -> Result<Box<dyn SinkWriter>> {
+        let WriterContext {
+            worker,
+            peers,
+            checkpoints,
+        } = at;
         let unpublished: Unpublished = Arc::default();
         let producer = match &checkpoints {
             Some(checkpoints) => {
