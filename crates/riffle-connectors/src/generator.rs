@@ -207,6 +207,8 @@ impl LineReader for GeneratedLines {
         }
         let mut end = (self.next + max_lines as u64).min(self.gen.lines);
         if let Some(rate) = self.gen.rate {
+            // `rate` is lines per second of wall time, as Flink's `rows-per-second`.
+            #[allow(clippy::disallowed_methods)]
             let (since, from) = *self.started.get_or_insert((std::time::Instant::now(), self.next));
             let due = from + (since.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
             end = end.min(due);

@@ -26,6 +26,9 @@
 //! assert!(SourceUri::parse("ftp://x").is_err());
 //! ```
 
+// A library does not panic on a value it could not get: it returns an error that says which.
+#![warn(clippy::expect_used)]
+
 pub mod file;
 pub mod file_sink;
 pub mod generator;

@@ -17,6 +17,9 @@
 //! assert!(windows.iter().all(|w| w.start <= 12_345 && 12_345 < w.end));
 //! ```
 
+// A library does not panic on a value it could not get: it returns an error that says which.
+#![warn(clippy::expect_used)]
+
 pub mod aggregate;
 pub mod count_window;
 pub mod duration;

@@ -13,6 +13,9 @@
 //! * [`batch`]: each query computed over a slice of events by plain single-threaded code, the
 //!   independent oracle of the tests and the hand-written baseline of `riffle nexmark bench`.
 
+// A library does not panic on a value it could not get: it returns an error that says which.
+#![warn(clippy::expect_used)]
+
 pub mod batch;
 pub mod generator;
 pub mod model;

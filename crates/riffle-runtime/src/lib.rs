@@ -29,6 +29,9 @@
 //! assert_eq!(got, vec![(0, "a".into(), 2), (0, "b".into(), 1), (5_000, "b".into(), 1)]);
 //! ```
 
+// A library does not panic on a value it could not get: it returns an error that says which.
+#![warn(clippy::expect_used)]
+
 pub mod checkpoint;
 mod combiner;
 pub mod context;

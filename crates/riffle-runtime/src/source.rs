@@ -383,6 +383,9 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
             });
         }
         let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
+        // Checkpoints are cut every `interval` of wall time (processing time of the job, not
+        // the injected clock: a ManualClock would stop them).
+        #[allow(clippy::disallowed_methods)]
         let mut last_cut = std::time::Instant::now();
         let mut cap = if splits.is_empty() && finished.is_empty() {
             None
@@ -412,6 +415,8 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                 cap = None;
                 return;
             }
+            // A scheduling budget (20 ms per activation): wall time.
+            #[allow(clippy::disallowed_methods)]
             let started = Instant::now();
             let mut more_now = false;
             let mut got_records = false;
@@ -495,7 +500,10 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
                         ctx.fail(e);
                     }
                     epoch += 1;
-                    last_cut = std::time::Instant::now();
+                    #[allow(clippy::disallowed_methods)] // see `last_cut` above
+                    {
+                        last_cut = std::time::Instant::now();
+                    }
                     if !splits.is_empty() {
                         let t = Time::new(epoch, c.time().watermark);
                         c.downgrade(&t);

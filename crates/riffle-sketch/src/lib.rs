@@ -18,6 +18,9 @@
 //! `Hash` encoding): stable across processes and runs, so sketches built on different workers
 //! merge.
 
+// A library does not panic on a value it could not get: it returns an error that says which.
+#![warn(clippy::expect_used)]
+
 pub mod codec;
 pub mod count_min;
 pub mod counting_bloom;

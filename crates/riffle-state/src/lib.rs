@@ -17,6 +17,9 @@
 //! | [`savepoint`](mod@savepoint) | savepoints and the peek at a checkpoint's fingerprint |
 //! | [`fingerprint`] | [`JobFingerprint`]: what a job's state depends on |
 
+// A library does not panic on a value it could not get: it returns an error that says which.
+#![warn(clippy::expect_used)]
+
 pub mod fingerprint;
 pub mod format;
 mod manifest;

@@ -605,6 +605,7 @@ fn publish_loop(
             _ if finished => {
                 // On process 0 the last checkpoint is complete by now; the others wait for its
                 // manifest.
+                #[allow(clippy::disallowed_methods)] // a timeout: wall time
                 let since = *finished_at.get_or_insert_with(Instant::now);
                 if since.elapsed() > LAST_CHECKPOINT_WAIT {
                     return Err(Error::Execution(format!(
