@@ -21,6 +21,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== the engine builds without Kafka (cargo feature 'kafka' off: no librdkafka)"
+if cargo tree -p riffle-runtime --no-default-features -e normal | grep -q rdkafka; then
+  echo "riffle-runtime without default features still depends on rdkafka" >&2
+  exit 1
+fi
+cargo check -p riffle-runtime -p riffle-connectors --no-default-features
+
 echo "== cargo test"
 if command -v tansu >/dev/null 2>&1 || [ -n "${TANSU:-}" ]; then
   cargo test --workspace --no-fail-fast

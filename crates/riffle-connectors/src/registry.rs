@@ -233,4 +233,20 @@ mod tests {
         assert!(open_source("").is_err());
         assert!(open_source("socket://nohost").is_err());
     }
+
+    #[test]
+    fn a_registered_sink_is_found_by_its_scheme_and_listed_in_errors() {
+        register_sink(SinkScheme {
+            scheme: "test-null",
+            usage: "test-null://",
+            open: |_| Ok(Arc::new(crate::sink::BlackholeSink)),
+        });
+        assert_eq!(
+            open_sink("test-null://x").map(|s| s.name()).ok(),
+            Some("blackhole".into())
+        );
+        let err = open_sink("nope://").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("file://DIR") && err.contains("test-null://"), "{err}");
+        assert!(open_sink("blackhole:").is_ok());
+    }
 }
