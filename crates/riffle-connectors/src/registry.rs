@@ -2,7 +2,7 @@
 //!
 //! Sources and sinks are found by the scheme of their URI (`socket://`, `kafka://`, …). The
 //! built-in connectors are listed in [`builtin_sources`] and [`builtin_sinks`]; a connector
-//! is one module that implements [`Source`](crate::Source) or [`Sink`](crate::Sink) and one line
+//! is one module that implements [`Source`] or [`Sink`] and one line
 //! there. A program that embeds Riffle can add its own with [`register_source`] and
 //! [`register_sink`] before it parses URIs.
 //!

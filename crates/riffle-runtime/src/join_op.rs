@@ -6,7 +6,7 @@
 //! it (deterministic, like windows); late records leave through per-side late streams and are
 //! counted. The operator holds a capability at the meet of its two input frontiers, so it can
 //! emit what the watermark releases (window results, unmatched rows, temporal joins), and it
-//! reports its state size to a [`StateGauge`](crate::StateGauge) named after the operator.
+//! reports its state size to a [`StateGauge`] named after the operator.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -292,7 +292,7 @@ impl<'s, D: crate::stream::Data> crate::stream::DataStream<'s, D> {
     /// or a message's value), `key` writes its key for sinks of keyed messages (nothing: no
     /// key). Exactly once with checkpoints when the sink has two-phase commit, at least once
     /// otherwise (see [`crate::sink`]). Before the job starts, call [`crate::sink::recover`];
-    /// once it has ended, [`Sink::finish`](riffle_connectors::Sink::finish).
+    /// once it has ended, [`Sink::finish`].
     pub fn write_to(
         self,
         sink: Arc<dyn Sink>,

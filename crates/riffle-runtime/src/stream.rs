@@ -4,7 +4,7 @@
 //!
 //! A job is a function that builds its dataflow on a [`StreamEnv`] (sources, in `env.rs`); it
 //! runs once on every worker (see [`crate::execute()`]). Streams carry `(event time, record)`
-//! pairs in batches stamped with a coarse [`Time`](crate::Time). Keyed streams, windows and
+//! pairs in batches stamped with a coarse [`Time`]. Keyed streams, windows and
 //! joins are in `keyed.rs`; sinks in [`crate::sink`].
 //!
 //! Each operator is a small timely operator with the logic taken from `riffle_core`.
