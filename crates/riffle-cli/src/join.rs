@@ -14,7 +14,7 @@ use riffle_core::{Error, Result, WatermarkStrategy};
 use riffle_runtime::source::RecordParser;
 use riffle_runtime::{execute, JoinResult, Joined, TextSource};
 
-use crate::options::{millis, output_format, ExecutionArgs, FixedWindowArgs, FormatArg, ResultSink};
+use crate::options::{millis, ExecutionArgs, FixedWindowArgs, FormatArg, ResultSink};
 
 /// Join kinds on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +180,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
     let ctx = crate::job_end::context(args.strict, args.max_malformed_ratio, args.dead_letter.as_deref())?;
     let ctx = Arc::new(ctx);
     let sink = ResultSink::new(&args.output, &args.sink, &ctx, &exec)?;
-    let (format, chunk) = (output_format(args.format, &args.sink), args.chunk_lines);
+    let (format, chunk) = (sink.format(args.format), args.chunk_lines);
     let json = JsonRecordFormat::new(&args.key_field, &args.time_field);
     let (out_sink, late_out) = (sink.clone(), late_sink.clone());
     let metrics = execute(exec, Arc::clone(&ctx), move |env| {

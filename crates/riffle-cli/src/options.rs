@@ -340,11 +340,20 @@ pub fn value_name(value: impl clap::ValueEnum) -> String {
 #[derive(Clone)]
 pub struct ResultSink(std::sync::Arc<dyn riffle_connectors::Sink>);
 
-/// The format results are written in: JSON into Kafka, whatever `--format` says.
-pub fn output_format(format: FormatArg, sink: &Option<String>) -> FormatArg {
-    match sink {
-        Some(uri) if uri.starts_with("kafka://") => FormatArg::Json,
-        _ => format,
+/// The format results are written in: `requested` (`--format`), but JSON into a sink of keyed
+/// messages (Kafka), whose consumers read values, not text for people. Parses `--sink` (without
+/// opening anything) to learn what it takes.
+pub fn output_format(requested: FormatArg, sink: &Option<String>) -> Result<FormatArg> {
+    Ok(match sink {
+        Some(uri) => format_for(riffle_connectors::SinkUri::parse(uri)?.sink().layout(), requested),
+        None => requested,
+    })
+}
+
+fn format_for(layout: riffle_connectors::Layout, requested: FormatArg) -> FormatArg {
+    match layout {
+        riffle_connectors::Layout::Messages => FormatArg::Json,
+        riffle_connectors::Layout::Lines => requested,
     }
 }
 
@@ -378,6 +387,11 @@ impl ResultSink {
         format: impl FnMut(i64, &D, &mut Vec<u8>) + 'static,
     ) {
         stream.write_to(std::sync::Arc::clone(&self.0), key, format)
+    }
+
+    /// The format results are written in (see [`output_format`]).
+    pub fn format(&self, requested: FormatArg) -> FormatArg {
+        format_for(self.0.layout(), requested)
     }
 
     /// Once the job has ended: flushes buffered lines, waits for the Kafka publishers.

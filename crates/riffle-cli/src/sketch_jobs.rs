@@ -180,7 +180,7 @@ pub fn run_distinct(args: DistinctArgs) -> Result<()> {
     };
     let input = args.input.open(&None, args.windows.fingerprint(job)?)?;
     let windows = args.windows.windows()?;
-    let (method, json) = (args.method, output_format(args.format, &args.sink) == FormatArg::Json);
+    let (method, json) = (args.method, output_format(args.format, &args.sink)? == FormatArg::Json);
     let name = method.name();
     let format = move |r: &WindowResult<(), u64>, out: &mut Vec<u8>| {
         if json {
@@ -279,7 +279,7 @@ pub fn run_topk(args: TopkArgs) -> Result<()> {
     let agg = TopK::new(args.k, args.map_size, |w: &CompactString| w.as_str())
         .map_err(|e| Error::Config(format!("--k/--map-size: {e}")))?;
     let agg = TopKWithError(agg);
-    let json = output_format(args.format, &args.sink) == FormatArg::Json;
+    let json = output_format(args.format, &args.sink)? == FormatArg::Json;
     let format = move |r: &WindowResult<(), TopWithError>, out: &mut Vec<u8>| {
         let (top, max_error) = (&r.value.0, r.value.1);
         if json {

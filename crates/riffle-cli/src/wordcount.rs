@@ -14,9 +14,7 @@ use riffle_core::Result;
 use riffle_runtime::checkpoint::JobFingerprint;
 use riffle_runtime::{execute, WindowResult};
 
-use crate::options::{
-    duration_field, json_str, millis, output_format, FixedWindowArgs, FormatArg, ResultSink, SourceArgs,
-};
+use crate::options::{duration_field, json_str, millis, FixedWindowArgs, FormatArg, ResultSink, SourceArgs};
 
 /// Arguments of `riffle wordcount`.
 #[derive(clap::Args, Debug, Clone)]
@@ -116,7 +114,7 @@ pub fn run(args: WordcountArgs) -> Result<()> {
     let late_sink = args.late_output.as_deref().map(LineSink::file).transpose()?;
     let late_flush = late_sink.clone();
     let ctx = Arc::clone(&input.ctx);
-    let format = output_format(args.format, &args.sink);
+    let format = sink.format(args.format);
     let lateness_d = std::time::Duration::from_millis(lateness as u64);
     let windowing = Arc::new(windowing);
     let out_sink = sink.clone();
