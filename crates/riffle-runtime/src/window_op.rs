@@ -185,67 +185,93 @@ where
     /// their old worker would have.
     fn restore(&mut self, parts: &RestoredParts<'_>, out: &mut Vec<Self::Out>) -> riffle_core::Result<()> {
         let name = "window state";
-        let mut highest = i64::MIN;
-        match self.empty() {
-            TimeState::Sliced(_) => {
-                let mut by_mark: BTreeMap<i64, Vec<SlicedPart<K, A::Acc>>> = BTreeMap::new();
-                for &(g, bytes) in parts.all() {
-                    if !parts.is_mine(g) {
+        match self.state {
+            TimeState::Sliced(_) => self.catch_up(
+                parts,
+                |bytes, mine| {
+                    if mine {
+                        let part: SlicedPart<K, A::Acc> = crate::checkpoint::decode(bytes, name)?;
+                        Ok((part.fired_up_to, Some(part)))
+                    } else {
                         // Only the fired watermark matters from other workers' groups.
                         let mark: SlicedMark = crate::checkpoint::decode(bytes, name)?;
-                        highest = highest.max(mark.fired_up_to);
-                        continue;
+                        Ok((mark.fired_up_to, None))
                     }
-                    let part: SlicedPart<K, A::Acc> = crate::checkpoint::decode(bytes, name)?;
-                    highest = highest.max(part.fired_up_to);
-                    by_mark.entry(part.fired_up_to).or_default().push(part);
-                }
-                for (_mark, group_parts) in by_mark {
-                    let mut tmp = self.empty();
-                    if let TimeState::Sliced(t) = &mut tmp {
-                        t.restore_all(group_parts);
+                },
+                |state, group_parts| {
+                    if let TimeState::Sliced(st) = state {
+                        st.restore_all(group_parts);
                     }
-                    fire_windows(&mut tmp, highest, out);
-                    if let (TimeState::Sliced(st), TimeState::Sliced(t)) = (&mut self.state, tmp) {
-                        st.absorb(t);
-                    }
-                }
-                if let (TimeState::Sliced(st), true) = (&mut self.state, highest > i64::MIN) {
-                    st.restore(SlicedPart {
-                        fired_up_to: highest,
-                        panes: Vec::new(),
-                        staged: Vec::new(),
-                    });
-                }
-            }
-            TimeState::Session(_) => {
-                let mut by_mark: BTreeMap<i64, Vec<SessionPart<K, A::Acc>>> = BTreeMap::new();
-                for &(g, bytes) in parts.all() {
+                },
+                out,
+            ),
+            TimeState::Session(_) => self.catch_up(
+                parts,
+                |bytes, mine| {
                     let part: SessionPart<K, A::Acc> = crate::checkpoint::decode(bytes, name)?;
-                    highest = highest.max(part.watermark);
-                    if parts.is_mine(g) {
-                        by_mark.entry(part.watermark).or_default().push(part);
-                    }
-                }
-                for (_mark, group_parts) in by_mark {
-                    let mut tmp = self.empty();
-                    if let TimeState::Session(t) = &mut tmp {
+                    Ok((part.watermark, mine.then_some(part)))
+                },
+                |state, group_parts| {
+                    if let TimeState::Session(st) = state {
                         for p in group_parts {
-                            t.restore(p);
+                            st.restore(p);
                         }
                     }
-                    fire_windows(&mut tmp, highest, out);
-                    if let (TimeState::Session(st), TimeState::Session(t)) = (&mut self.state, tmp) {
-                        st.absorb(t);
-                    }
-                }
-                if let (TimeState::Session(st), true) = (&mut self.state, highest > i64::MIN) {
-                    st.restore(SessionPart {
-                        watermark: highest,
-                        sessions: Vec::new(),
-                        staged: Vec::new(),
-                    });
-                }
+                },
+                out,
+            ),
+        }
+    }
+}
+
+impl<K: Key, D: Data, A> TimeWindowOp<K, D, A>
+where
+    A: Aggregate<D>,
+    A::Output: Data,
+{
+    /// Restores the parts of this worker's groups so that each catches up with the highest
+    /// watermark any old worker had fired to: `decode` gives a part's fired watermark (and the
+    /// part, for this worker's groups), `restore` takes parts into a state. Parts that fired to
+    /// the same watermark are restored together into a fresh state, fired up to the highest,
+    /// and absorbed.
+    fn catch_up<P>(
+        &mut self,
+        parts: &RestoredParts<'_>,
+        decode: impl Fn(&[u8], bool) -> riffle_core::Result<(i64, Option<P>)>,
+        restore: impl Fn(&mut TimeState<K, D, A>, Vec<P>),
+        out: &mut Vec<Fired<K, A::Output>>,
+    ) -> riffle_core::Result<()> {
+        let mut highest = i64::MIN;
+        let mut by_mark: BTreeMap<i64, Vec<P>> = BTreeMap::new();
+        for &(g, bytes) in parts.all() {
+            let (mark, part) = decode(bytes, parts.is_mine(g))?;
+            highest = highest.max(mark);
+            if let Some(part) = part {
+                by_mark.entry(mark).or_default().push(part);
+            }
+        }
+        for (_mark, group_parts) in by_mark {
+            let mut tmp = self.empty();
+            restore(&mut tmp, group_parts);
+            fire_windows(&mut tmp, highest, out);
+            match (&mut self.state, tmp) {
+                (TimeState::Sliced(st), TimeState::Sliced(t)) => st.absorb(t),
+                (TimeState::Session(st), TimeState::Session(t)) => st.absorb(t),
+                _ => {}
+            }
+        }
+        if highest > i64::MIN {
+            match &mut self.state {
+                TimeState::Sliced(st) => st.restore(SlicedPart {
+                    fired_up_to: highest,
+                    panes: Vec::new(),
+                    staged: Vec::new(),
+                }),
+                TimeState::Session(st) => st.restore(SessionPart {
+                    watermark: highest,
+                    sessions: Vec::new(),
+                    staged: Vec::new(),
+                }),
             }
         }
         Ok(())
