@@ -81,16 +81,7 @@ fn fire_windows<K: Key, D, A: Aggregate<D>>(
     wm: i64,
     out: &mut Vec<(EventTime, WindowResult<K, A::Output>)>,
 ) {
-    let mut emit = |w: riffle_core::Window, k: &K, r: A::Output| {
-        out.push((
-            w.max_timestamp(),
-            WindowResult {
-                window: w,
-                key: k.clone(),
-                value: r,
-            },
-        ));
-    };
+    let mut emit = |w: riffle_core::Window, k: &K, r: A::Output| out.push(fired(w, k, r));
     match state {
         TimeState::Sliced(st) => st.advance(wm, &mut emit),
         TimeState::Session(st) => st.advance(wm, &mut emit),
@@ -128,6 +119,18 @@ where
 }
 
 type Fired<K, R> = (EventTime, WindowResult<K, R>);
+
+/// The result of window `window` for `key`, at the window's last millisecond.
+fn fired<K: Clone, R>(window: riffle_core::Window, key: &K, value: R) -> Fired<K, R> {
+    (
+        window.max_timestamp(),
+        WindowResult {
+            window,
+            key: key.clone(),
+            value,
+        },
+    )
+}
 
 impl<K: Key, D: Data, A> EpochState for TimeWindowOp<K, D, A>
 where
@@ -301,14 +304,7 @@ where
     fn fire(&mut self, wm: i64, out: &mut Vec<Self::Out>, dirty: &mut DirtyGroups) {
         self.state.advance(wm, &mut |w, k: &K, r| {
             dirty.mark(k);
-            out.push((
-                w.max_timestamp(),
-                WindowResult {
-                    window: w,
-                    key: k.clone(),
-                    value: r,
-                },
-            ))
+            out.push(fired(w, k, r))
         });
     }
 
