@@ -59,6 +59,7 @@ impl Iterator for Words {
 /// let got: Vec<_> = words("  to be\tor not\u{2003}to be ".to_string()).collect();
 /// assert_eq!(got, ["to", "be", "or", "not", "to", "be"]);
 /// ```
+#[inline] // called per line, across crates (jobs, benchmarks)
 pub fn words(line: String) -> impl Iterator<Item = CompactString> {
     let ascii = line.is_ascii();
     Words { line, pos: 0, ascii }
