@@ -353,7 +353,7 @@ pub fn output_format(requested: FormatArg, sink: &Option<String>) -> Result<Form
 fn format_for(layout: riffle_connectors::Layout, requested: FormatArg) -> FormatArg {
     match layout {
         riffle_connectors::Layout::Messages => FormatArg::Json,
-        riffle_connectors::Layout::Lines => requested,
+        riffle_connectors::Layout::Lines | riffle_connectors::Layout::Nothing => requested,
     }
 }
 

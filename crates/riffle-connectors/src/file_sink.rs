@@ -20,6 +20,10 @@ use crate::sink::{Delivery, OutputBatch, Restored, Sink, SinkWriter, WriterConte
 /// Buffered bytes of an epoch written to its pending file beyond this size.
 const WRITE_ABOVE: usize = 1 << 20;
 
+/// A batch of lines at least this large is written as it is, not copied into the buffer (the
+/// sink shell hands over up to ~60 KB at a time).
+const WRITE_DIRECT: usize = 1 << 15;
+
 /// `file://DIR`: committed part files in a directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedFileSink {
@@ -106,6 +110,15 @@ impl PartFileWriter {
 
 impl SinkWriter for PartFileWriter {
     fn write(&mut self, epoch: u64, batch: &mut OutputBatch) -> Result<()> {
+        if let OutputBatch::Lines(bytes) = batch {
+            if bytes.len() >= WRITE_DIRECT {
+                // A large batch goes to the file as it is (no copy), after what was buffered.
+                if let Some(mut buffered) = self.buffers.remove(&epoch) {
+                    self.append(epoch, &mut buffered)?;
+                }
+                return self.append(epoch, bytes);
+            }
+        }
         let buffer = self.buffers.entry(epoch).or_default();
         match batch {
             OutputBatch::Lines(bytes) => buffer.extend_from_slice(bytes),

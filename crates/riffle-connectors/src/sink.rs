@@ -49,6 +49,9 @@ pub enum Layout {
     Lines,
     /// Keyed messages (a key, possibly empty, and a value without trailing newline).
     Messages,
+    /// Nothing: the sink counts records and drops them (blackhole), so the engine does not
+    /// format them at all.
+    Nothing,
 }
 
 /// Formatted records of one epoch on their way to a [`SinkWriter`].
@@ -66,6 +69,7 @@ impl OutputBatch {
         match layout {
             Layout::Lines => OutputBatch::Lines(Vec::with_capacity(1 << 16)),
             Layout::Messages => OutputBatch::Messages(MessageBatch::default()),
+            Layout::Nothing => OutputBatch::Lines(Vec::new()),
         }
     }
 
@@ -246,6 +250,9 @@ pub struct BlackholeSink;
 impl Sink for BlackholeSink {
     fn name(&self) -> String {
         "blackhole".into()
+    }
+    fn layout(&self) -> Layout {
+        Layout::Nothing
     }
     fn delivery(&self) -> Delivery {
         Delivery::ExactlyOnce

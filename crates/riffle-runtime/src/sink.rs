@@ -158,6 +158,11 @@ pub(crate) fn write_to_sink<'s, D: crate::stream::Data>(
                         .records_out
                         .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
+                if layout == Layout::Nothing {
+                    // The sink drops them: no formatting, nothing written.
+                    data.clear();
+                    return;
+                }
                 if epoch != batch_epoch {
                     write(batch_epoch, &mut batch);
                     batch_epoch = epoch;
