@@ -120,15 +120,7 @@ impl SinkWriter for PartFileWriter {
             }
         }
         let buffer = self.buffers.entry(epoch).or_default();
-        match batch {
-            OutputBatch::Lines(bytes) => buffer.extend_from_slice(bytes),
-            OutputBatch::Messages(messages) => {
-                for (_, value) in messages.iter() {
-                    buffer.extend_from_slice(value);
-                    buffer.push(b'\n');
-                }
-            }
-        }
+        batch.append_lines_to(buffer);
         batch.clear();
         if buffer.len() > WRITE_ABOVE {
             let mut full = std::mem::take(buffer);

@@ -106,6 +106,20 @@ impl OutputBatch {
         }
     }
 
+    /// Appends the batch as text lines to `out`: lines as they are, messages as their values,
+    /// one per line (for a sink of lines handed keyed messages).
+    pub fn append_lines_to(&self, out: &mut Vec<u8>) {
+        match self {
+            OutputBatch::Lines(bytes) => out.extend_from_slice(bytes),
+            OutputBatch::Messages(messages) => {
+                for (_, value) in messages.iter() {
+                    out.extend_from_slice(value);
+                    out.push(b'\n');
+                }
+            }
+        }
+    }
+
     /// Empties the batch, keeping its allocation.
     pub fn clear(&mut self) {
         match self {
@@ -394,10 +408,7 @@ impl SinkWriter for LineSink {
             OutputBatch::Lines(bytes) => self.write_batch(bytes),
             OutputBatch::Messages(messages) => {
                 let mut text = Vec::with_capacity(messages.bytes() + messages.len());
-                for (_, value) in messages.iter() {
-                    text.extend_from_slice(value);
-                    text.push(b'\n');
-                }
+                batch.append_lines_to(&mut text);
                 self.write_batch(&text)
             }
         };

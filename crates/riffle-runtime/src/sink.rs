@@ -210,7 +210,7 @@ fn commit_operator(done: Stream<'_, Time, Vec<()>>, ctx: Arc<JobContext>, sink: 
             let mut committed = false;
             move |(input, frontier), _output| {
                 input.for_each(|_cap, data| data.clear());
-                if worker == 0 && frontier.frontier().is_empty() && !committed && !ctx.is_cancelled() {
+                if worker == 0 && frontier.frontier().is_empty() && !committed {
                     committed = true;
                     if let Err(e) = sink.commit(u64::MAX) {
                         ctx.fail(e);
@@ -237,8 +237,7 @@ fn commit_operator(done: Stream<'_, Time, Vec<()>>, ctx: Arc<JobContext>, sink: 
                 if ctx.is_cancelled() {
                     return;
                 }
-                let open = frontier.frontier().iter().map(|t| t.epoch).min();
-                let complete = match open {
+                let complete = match open_epoch(frontier.frontier()) {
                     Some(e) => {
                         last_open = last_open.max(e);
                         e.checked_sub(1)
