@@ -48,6 +48,6 @@ pub use error::StoreError;
 pub use event::{
     category_of, AppendResult, Direction, ExpectedVersion, Filter, NewEvent, RecordedEvent, Snapshot, STREAM_DELETED,
 };
-pub use store::{EventStore, StoreOptions};
+pub use store::{EventStore, StoreOptions, WriterStats};
 pub use subscription::Subscription;
 pub use uuid::Uuid;
