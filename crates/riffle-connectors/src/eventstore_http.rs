@@ -119,7 +119,8 @@ impl RemoteStoreSource {
         format!("http://{}/subscribe/{}?from={from}", self.address, self.path())
     }
 
-    /// The URL of a page of up to `limit` events from position `from`.
+    /// The URL of a page of up to `limit` events from `from` (a global position; a version
+    /// for `/streams/S`).
     pub fn page_url(&self, from: u64, limit: usize) -> String {
         format!("http://{}/{}?from={from}&limit={limit}", self.address, self.path())
     }
@@ -342,12 +343,16 @@ fn page(source: &RemoteStoreSource, mut next: u64, tx: &SyncSender<Batch>) {
     #[derive(serde::Deserialize)]
     struct Page {
         events: Vec<Box<serde_json::value::RawValue>>,
-        next: u64,
+        next: Option<u64>,
     }
     let agent = agent(Some(Duration::from_secs(60)));
     let mut attempt = 0u32;
+    // `/all` and `/categories/C` page by global position; `/streams/S` by version, from the
+    // stream's start (events before `next` are skipped).
+    let by_version = matches!(source.query.filter, Filter::Stream(_));
+    let mut cursor = if by_version { 0 } else { next };
     loop {
-        let url = source.page_url(next, PAGE);
+        let url = source.page_url(cursor, PAGE);
         let body = get(&agent, source, &url, "application/json").and_then(|r| {
             r.into_body()
                 .read_to_vec()
@@ -385,12 +390,18 @@ fn page(source: &RemoteStoreSource, mut next: u64, tx: &SyncSender<Batch>) {
                 }
             }
         }
-        if batch.is_empty() {
+        if page.events.is_empty() {
             return; // the head: the read ends
         }
-        next = page.next.max(batch.last().map_or(next, |(p, _)| p + 1));
-        if tx.send(Ok(batch)).is_err() {
+        if let Some(&(last, _)) = batch.last() {
+            next = last + 1;
+        }
+        if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
             return;
+        }
+        match page.next {
+            Some(c) if c > cursor => cursor = c,
+            _ => return,
         }
     }
 }
