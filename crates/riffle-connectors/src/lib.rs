@@ -13,9 +13,10 @@
 //!   write, pre-commit, commit, recover (see [`sink`]). Line sinks ([`LineSink`]) write to
 //!   stdout or a file; the committed file sink and Kafka commit after checkpoints.
 //!
-//! Built in: `socket://`, `file://`, `-` (stdin), `generate://` and `kafka://` (cargo feature
-//! `kafka`, on by default) sources; `file://` (committed part files), `kafka://` and
-//! `blackhole://` sinks. The runtime drives every one of them with the same source and sink
+//! Built in: `socket://`, `file://`, `-` (stdin), `generate://`, `store://` (the embedded event
+//! store), `store+http://` (the store's HTTP server) and `kafka://` (cargo feature `kafka`, on
+//! by default) sources; `file://` (committed part files), `table://` (a read-model table),
+//! `kafka://` and `blackhole://` sinks. The runtime drives every one of them with the same source and sink
 //! shells; a new connector is a module and a line in [`registry`].
 //!
 //! ```
@@ -29,6 +30,8 @@
 // A library does not panic on a value it could not get: it returns an error that says which.
 #![warn(clippy::expect_used)]
 
+pub mod eventstore;
+pub mod eventstore_http;
 pub mod file;
 pub mod file_sink;
 pub mod generator;
@@ -36,6 +39,7 @@ pub mod json;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod reader_thread;
+pub mod readmodel;
 pub mod registry;
 pub mod sink;
 pub mod socket;

@@ -86,6 +86,16 @@ pub fn builtin_sources() -> Vec<SourceScheme> {
         },
     });
     sources.push(SourceScheme {
+        scheme: "store",
+        usage: "store://DIR[?from=P][&category=C | &stream=S][&follow=true|false]",
+        open: |uri| Ok(Arc::new(crate::eventstore::StoreSource::parse(uri)?)),
+    });
+    sources.push(SourceScheme {
+        scheme: "store+http",
+        usage: "store+http://HOST:PORT/all|categories/C|streams/S[?from=P][&token=T]",
+        open: |uri| Ok(Arc::new(crate::eventstore_http::RemoteStoreSource::parse(uri)?)),
+    });
+    sources.push(SourceScheme {
         scheme: "generate",
         usage: "generate://words?...",
         open: |uri| {
@@ -108,6 +118,11 @@ pub fn builtin_sinks() -> Vec<SinkScheme> {
         scheme: "kafka",
         usage: "kafka://HOST:PORT/TOPIC",
         open: |uri| Ok(Arc::new(crate::kafka::KafkaSink::parse(uri)?)),
+    });
+    sinks.push(SinkScheme {
+        scheme: "table",
+        usage: "table://PATH",
+        open: |uri| Ok(Arc::new(crate::readmodel::ReadModelSink::parse(uri)?)),
     });
     sinks.push(SinkScheme {
         scheme: "blackhole",

@@ -44,6 +44,7 @@ mod keyed;
 mod progress;
 mod rolling_op;
 pub mod sink;
+pub mod projection;
 pub mod source;
 pub mod stream;
 pub mod time;
