@@ -18,6 +18,7 @@
 //! | `index` | the in-memory indexes by stream, category and event id, rebuilt by the scan |
 //! | [`store`] | [`EventStore`]: the group-commit writer, reads, deletion, snapshots |
 //! | [`subscription`] | [`Subscription`]: catch-up then live |
+//! | [`cqrs`] | the write side: [`cqrs::Aggregate`], [`cqrs::CommandHandler`] (load, decide, append with the expected version) |
 //!
 //! ```
 //! use riffle_eventstore::{EventStore, ExpectedVersion, NewEvent, Filter};
@@ -37,6 +38,7 @@
 // A library does not panic on a value it could not get: it returns an error that says which.
 #![warn(clippy::expect_used)]
 
+pub mod cqrs;
 mod error;
 pub mod event;
 mod index;
@@ -48,6 +50,6 @@ pub use error::StoreError;
 pub use event::{
     category_of, AppendResult, Direction, ExpectedVersion, Filter, NewEvent, RecordedEvent, Snapshot, STREAM_DELETED,
 };
-pub use store::{EventStore, StoreOptions};
+pub use store::{EventStore, StoreOptions, WriterStats};
 pub use subscription::Subscription;
 pub use uuid::Uuid;

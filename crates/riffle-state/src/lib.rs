@@ -6,7 +6,8 @@
 //! it is written, which checkpoint a restarted job restores and which files a running job may
 //! delete. It knows neither timely dataflow nor Kafka, so those decisions are tested here on
 //! plain data and files. `riffle_runtime::checkpoint` re-exports it where jobs have always found
-//! it. The event store of a later issue goes beside it, as another module of this crate.
+//! it. The event store (an application's events, not a job's state) is the crate beside it,
+//! `riffle-eventstore`.
 //!
 //! | module | holds |
 //! |---|---|
