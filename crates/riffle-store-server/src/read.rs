@@ -140,20 +140,12 @@ pub(crate) async fn category(
 }
 
 /// A read by global position; `next` is the position after the last event, or the head the
-/// read started from when fewer than `limit` events came back (no event of the filter lies
+/// read looked at when fewer than `limit` events came back (no event of the filter lies
 /// between), so that a client paging a sparse category does not rescan.
 async fn read_positions(store: EventStore, filter: Filter, params: ReadParams) -> Result<impl IntoResponse, ApiError> {
     let from = params.from.unwrap_or(0);
     let limit = params.limit;
-    let (events, head) = blocking(move || {
-        let head = store.head();
-        store.read(&filter, from, limit).map(|events| (events, head))
-    })
-    .await?;
-    let mut next = events.last().map_or(from, |last| last.position + 1);
-    if events.len() < limit {
-        next = next.max(head);
-    }
+    let (events, next) = blocking(move || store.read_from(&filter, from, limit)).await?;
     Ok(events_body(&events, Some(next)))
 }
 

@@ -130,16 +130,11 @@ async fn next_event(feed: &mut Feed) -> Option<Event> {
         let head = *feed.head.borrow_and_update();
         if feed.next < head {
             let (store, filter, from) = (feed.store.clone(), feed.filter.clone(), feed.next);
-            match blocking(move || store.read(&filter, from, CATCH_UP_BATCH)).await {
-                Ok(events) => {
-                    if let Some(last) = events.last() {
-                        feed.next = last.position + 1;
-                    }
-                    // Fewer than asked: the filter admits no other event below the head seen
-                    // before the read.
-                    if events.len() < CATCH_UP_BATCH {
-                        feed.next = feed.next.max(head);
-                    }
+            match blocking(move || store.read_from(&filter, from, CATCH_UP_BATCH)).await {
+                Ok((events, next)) => {
+                    // After the last event returned, or the head the read looked at: the
+                    // filter admits no other event below it.
+                    feed.next = next;
                     feed.pending.extend(events);
                 }
                 Err(e) => {
