@@ -13,6 +13,7 @@ pub mod join;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod sketches;
+pub mod store;
 pub mod wordcount;
 
 use riffle_core::Result;
@@ -28,6 +29,8 @@ pub enum BenchCommand {
     Join(join::JoinBenchArgs),
     /// Snapshot and restore time of keyed window state of several sizes.
     Checkpoint(checkpoint::CheckpointBenchArgs),
+    /// Durable appends/s and `$all` reads/s of the event store against hand-written file loops.
+    Store(store::StoreBenchArgs),
     /// Messages/s through the Kafka source and sink against a hand-written librdkafka loop.
     #[cfg(feature = "kafka")]
     Kafka(kafka::KafkaBenchArgs),
@@ -40,6 +43,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Sketches(args) => sketches::run(args),
         BenchCommand::Join(args) => join::run(args),
         BenchCommand::Checkpoint(args) => checkpoint::run(args),
+        BenchCommand::Store(args) => store::run(args),
         #[cfg(feature = "kafka")]
         BenchCommand::Kafka(args) => kafka::run(args),
     }

@@ -15,6 +15,7 @@ mod join;
 mod nexmark;
 mod options;
 mod sketch_jobs;
+mod store;
 mod wordcount;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,9 @@ enum Command {
     /// The Nexmark benchmark: generate its events, run its queries, measure them.
     #[command(subcommand)]
     Nexmark(nexmark::NexmarkCommand),
+    /// The event store: serve it over HTTP/JSON.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,6 +127,7 @@ fn main() {
         }),
         Command::Bench(cmd) => riffle_bench::run(cmd),
         Command::Nexmark(cmd) => nexmark::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {
                 lines: a.lines,

@@ -58,8 +58,33 @@ fn bench_checkpoint_restores_every_key() {
 }
 
 #[test]
+fn bench_store_checks_every_append_and_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = ok_stdout(riffle(&[
+        "bench",
+        "store",
+        "--writers",
+        "1,4",
+        "--appends-per-writer",
+        "20",
+        "--read-events",
+        "3000",
+        "--dir",
+        dir.path().to_str().expect("utf-8 path"),
+    ]));
+    // The benchmark fails unless every version and every event read back is the expected one.
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("riffle bench store: "), "{out}");
+    let appends: Vec<Option<&str>> = lines[2..4].iter().map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(appends, [Some("20"), Some("80")], "{out}");
+    assert_eq!(lines[6].split_whitespace().next(), Some("3000"), "{out}");
+    // It cleans up after itself.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0, "{out}");
+}
+
+#[test]
 fn every_benchmark_has_its_subcommand() {
-    for bench in ["wordcount", "sketches", "join", "checkpoint", "kafka"] {
+    for bench in ["wordcount", "sketches", "join", "checkpoint", "kafka", "store"] {
         let out = ok_stdout(riffle(&["bench", bench, "--help"]));
         assert!(out.contains(&format!("bench {bench} [OPTIONS]")), "{bench}: {out}");
     }

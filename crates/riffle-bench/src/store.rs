@@ -1,0 +1,353 @@
+//! `riffle bench store`: the embedded event store's durable appends/s and `$all` reads/s
+//! (issue 15, part 6), each beside a hand-written loop doing the same I/O in the same run.
+//!
+//! * Appends: `W` writer threads each append one 200-byte event per append to its own stream
+//!   with an exact expected version, and wait for it to be durable; the store groups
+//!   concurrent appends into one write and one fdatasync. The hand loop writes the same bytes
+//!   to a file with one fdatasync per batch of the size the store achieved (its events per
+//!   group commit): the best a hand-written group commit could do at that batch size.
+//! * Reads: `read(&Filter::All, from, 10_000)` in a loop over every event, beside a loop that
+//!   reads a file of the same events' JSON lines in 1 MiB chunks and counts the lines.
+//!
+//! Targets (issue 15; reported, not asserted): 100 K durable appends/s with 64 writers, 2 M
+//! events/s reading `$all`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use riffle_core::{Error, Result};
+use riffle_eventstore::{EventStore, ExpectedVersion, Filter, NewEvent, StoreError};
+
+/// Arguments of `riffle bench store`.
+#[derive(clap::Args, Debug)]
+pub struct StoreBenchArgs {
+    /// Numbers of concurrent writer threads to measure (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    writers: Vec<usize>,
+    /// Appends each writer makes (one event each).
+    #[arg(long, default_value_t = 200)]
+    appends_per_writer: u64,
+    /// Bytes of each event's data (JSON).
+    #[arg(long, default_value_t = 200)]
+    event_bytes: usize,
+    /// Events in the store read through `$all` (0: no read benchmark).
+    #[arg(long, default_value_t = 20_000)]
+    read_events: u64,
+    /// Directory for the stores and files (a temporary one by default; it should be on the
+    /// disk being measured, not a tmpfs).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Events per `$all` read call, as a projection reads.
+const READ_BATCH: usize = 10_000;
+
+fn store_error(what: &str) -> impl Fn(StoreError) -> Error + '_ {
+    move |e| Error::Execution(format!("bench store: {what}: {e}"))
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { what, path, source }
+}
+
+/// Runs the benchmark.
+pub fn run(args: StoreBenchArgs) -> Result<()> {
+    if args.writers.contains(&0) || args.appends_per_writer == 0 {
+        return Err(Error::Config(
+            "--writers and --appends-per-writer must be at least 1".into(),
+        ));
+    }
+    if args.event_bytes < 8 {
+        return Err(Error::Config("--event-bytes must be at least 8 (a JSON object)".into()));
+    }
+    let base = match &args.dir {
+        Some(d) => d.join(format!("riffle-bench-store-{}", std::process::id())),
+        None => std::env::temp_dir().join(format!("riffle-bench-store-{}", std::process::id())),
+    };
+    let data = event_data(args.event_bytes);
+    println!(
+        "riffle bench store: durable appends of {}-byte events, one event per append, exact expected versions; {}",
+        args.event_bytes,
+        base.display()
+    );
+    println!(
+        "{:>8} {:>9} {:>9} {:>12} {:>9} {:>11} {:>16} {:>7}",
+        "writers", "appends", "secs", "appends/s", "commits", "ev/commit", "loop events/s", "ratio"
+    );
+    for &writers in &args.writers {
+        let dir = base.join(format!("append-{writers}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let f = measure_appends(&dir, writers, args.appends_per_writer, &data)?;
+        let batch = (f.appends as f64 / f.commits.max(1) as f64).round().max(1.0) as u64;
+        let loop_rate = hand_group_commit(&dir.join("hand-loop.log"), f.appends, batch, &data)?;
+        let rate = f.appends as f64 / f.secs;
+        println!(
+            "{:>8} {:>9} {:>9.3} {:>12.0} {:>9} {:>11.1} {:>16.0} {:>6.2}x",
+            writers,
+            f.appends,
+            f.secs,
+            rate,
+            f.commits,
+            f.appends as f64 / f.commits.max(1) as f64,
+            loop_rate,
+            rate / loop_rate
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if args.read_events > 0 {
+        let dir = base.join("read");
+        let _ = std::fs::remove_dir_all(&dir);
+        let r = measure_reads(&dir, args.read_events, &data)?;
+        println!();
+        println!(
+            "{:>10} {:>9} {:>12} {:>16} {:>16} {:>7}",
+            "$all read", "events", "MB (JSON)", "store events/s", "loop events/s", "ratio"
+        );
+        let store_rate = r.events as f64 / r.store_secs;
+        let loop_rate = r.events as f64 / r.loop_secs;
+        println!(
+            "{:>10} {:>9} {:>12.1} {:>16.0} {:>16.0} {:>6.2}x",
+            "",
+            r.events,
+            r.json_bytes as f64 / 1e6,
+            store_rate,
+            loop_rate,
+            store_rate / loop_rate
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(())
+}
+
+/// A JSON object of exactly `bytes` bytes: `{"p":"xxx…"}`.
+fn event_data(bytes: usize) -> String {
+    format!("{{\"p\":\"{}\"}}", "x".repeat(bytes.saturating_sub(8)))
+}
+
+/// Figures of one append run.
+#[derive(Debug, Clone, Copy)]
+struct AppendFigures {
+    appends: u64,
+    secs: f64,
+    commits: u64,
+}
+
+/// `writers` threads each append `per_writer` single-event appends to their own stream with
+/// the exact expected version, all at once; checks every version.
+fn measure_appends(dir: &Path, writers: usize, per_writer: u64, data: &str) -> Result<AppendFigures> {
+    let store = EventStore::open(dir).map_err(store_error("cannot open the store"))?;
+    let before = store.writer_stats();
+    let start = Arc::new(Barrier::new(writers + 1));
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, start, data) = (store.clone(), Arc::clone(&start), data.to_string());
+            std::thread::spawn(move || -> Result<()> {
+                let stream = format!("bench-{w}");
+                start.wait();
+                for v in 0..per_writer {
+                    let expected = match v {
+                        0 => ExpectedVersion::NoStream,
+                        v => ExpectedVersion::Exact(v - 1),
+                    };
+                    let event = NewEvent {
+                        id: None,
+                        event_type: "Benchmarked".to_string(),
+                        data: data.clone(),
+                        metadata: None,
+                    };
+                    let r = store
+                        .append(&stream, expected, vec![event])
+                        .map_err(store_error("append"))?;
+                    if r.first_version != v {
+                        return Err(Error::Execution(format!(
+                            "bench store: {stream} appended at version {}, {v} expected",
+                            r.first_version
+                        )));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    start.wait();
+    let t = Instant::now();
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| Error::Execution("bench store: a writer thread panicked".into()))??;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let after = store.writer_stats();
+    let appends = writers as u64 * per_writer;
+    if store.head() != appends {
+        return Err(Error::Execution(format!(
+            "bench store: the head is {} after {appends} appends",
+            store.head()
+        )));
+    }
+    Ok(AppendFigures {
+        appends,
+        secs,
+        commits: after.commits - before.commits,
+    })
+}
+
+/// The hand-written group commit: `events` records of `data` (and a newline) appended to one
+/// file, one fdatasync per `batch` records. Returns events/s.
+fn hand_group_commit(path: &Path, events: u64, batch: u64, data: &str) -> Result<f64> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error("cannot create", path))?;
+    let mut buf = Vec::with_capacity((data.len() + 1) * batch as usize);
+    let t = Instant::now();
+    let mut written = 0;
+    while written < events {
+        let n = batch.min(events - written);
+        buf.clear();
+        for _ in 0..n {
+            buf.extend_from_slice(data.as_bytes());
+            buf.push(b'\n');
+        }
+        file.write_all(&buf).map_err(io_error("cannot write", path))?;
+        file.sync_data().map_err(io_error("cannot sync", path))?;
+        written += n;
+    }
+    Ok(events as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Figures of the `$all` read.
+#[derive(Debug, Clone, Copy)]
+struct ReadFigures {
+    events: u64,
+    json_bytes: u64,
+    store_secs: f64,
+    loop_secs: f64,
+}
+
+/// Fills a store with `events` events (1,000 per append over 100 streams) and a file with the
+/// same events' JSON lines, then reads both in full, timed.
+fn measure_reads(dir: &Path, events: u64, data: &str) -> Result<ReadFigures> {
+    const PER_APPEND: u64 = 1000;
+    let store = EventStore::open(dir).map_err(store_error("cannot open the store"))?;
+    let mut appended = 0;
+    let mut a = 0u64;
+    while appended < events {
+        let n = PER_APPEND.min(events - appended);
+        let batch = (0..n)
+            .map(|_| NewEvent {
+                id: None,
+                event_type: "Benchmarked".to_string(),
+                data: data.to_string(),
+                metadata: None,
+            })
+            .collect();
+        store
+            .append(&format!("read-{}", a % 100), ExpectedVersion::Any, batch)
+            .map_err(store_error("append"))?;
+        appended += n;
+        a += 1;
+    }
+    // The same events as JSON lines, for the hand loop.
+    let lines_path = dir.join("hand-loop.jsonl");
+    let mut json_bytes = 0u64;
+    {
+        let file = std::fs::File::create(&lines_path).map_err(io_error("cannot create", &lines_path))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut from = 0;
+        let mut line = String::new();
+        loop {
+            let page = store
+                .read(&Filter::All, from, READ_BATCH)
+                .map_err(store_error("read"))?;
+            let Some(last) = page.last() else { break };
+            from = last.position + 1;
+            for e in &page {
+                line.clear();
+                e.write_json(&mut line);
+                line.push('\n');
+                json_bytes += line.len() as u64;
+                out.write_all(line.as_bytes())
+                    .map_err(io_error("cannot write", &lines_path))?;
+            }
+        }
+        out.flush().map_err(io_error("cannot write", &lines_path))?;
+    }
+
+    let t = Instant::now();
+    let mut read = 0u64;
+    let mut data_bytes = 0usize;
+    let mut from = 0;
+    loop {
+        let page = store
+            .read(&Filter::All, from, READ_BATCH)
+            .map_err(store_error("read"))?;
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        read += page.len() as u64;
+        data_bytes += page.iter().map(|e| e.data.len()).sum::<usize>();
+    }
+    let store_secs = t.elapsed().as_secs_f64();
+    if read != events || data_bytes != events as usize * data.len() {
+        return Err(Error::Execution(format!(
+            "bench store: $all read {read} events ({data_bytes} data bytes) of {events}"
+        )));
+    }
+
+    let t = Instant::now();
+    let mut file = std::fs::File::open(&lines_path).map_err(io_error("cannot open", &lines_path))?;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        let n = file.read(&mut chunk).map_err(io_error("cannot read", &lines_path))?;
+        if n == 0 {
+            break;
+        }
+        lines += count_newlines(&chunk[..n]);
+    }
+    let loop_secs = t.elapsed().as_secs_f64();
+    if lines != events {
+        return Err(Error::Execution(format!(
+            "bench store: the hand loop read {lines} lines of {events}"
+        )));
+    }
+    Ok(ReadFigures {
+        events,
+        json_bytes,
+        store_secs,
+        loop_secs,
+    })
+}
+
+fn count_newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_data_is_json_of_the_size_asked_for() {
+        let data = event_data(200);
+        assert_eq!(data.len(), 200);
+        assert!(serde_json::from_str::<serde_json::Value>(&data).is_ok());
+    }
+
+    #[test]
+    fn appends_and_reads_count_every_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = event_data(50);
+        let f = measure_appends(&dir.path().join("a"), 4, 25, &data).unwrap();
+        assert_eq!(f.appends, 100);
+        assert!(f.commits >= 1 && f.commits <= 100, "{f:?}");
+        let r = measure_reads(&dir.path().join("r"), 2_500, &data).unwrap();
+        assert_eq!(r.events, 2_500);
+        assert!(r.json_bytes > 2_500 * 50, "{r:?}");
+    }
+}
