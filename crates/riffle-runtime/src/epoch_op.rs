@@ -167,7 +167,7 @@ pub(crate) fn take_snapshot<S: EpochState>(
     (worker, peers): (usize, usize),
     dirty: &mut DirtyGroups,
 ) -> Result<()> {
-    let full = dirty.all || dirty.taken % FULL_SNAPSHOT_EVERY == 0;
+    let full = dirty.all || dirty.taken.is_multiple_of(FULL_SNAPSHOT_EVERY);
     // Only the groups this worker owns: an empty part of another worker's group would replace
     // that worker's part on restore.
     let include = |g: u32| KeyGroup(g as u16).worker(peers) == worker && (full || dirty.dirty[g as usize]);

@@ -67,7 +67,7 @@ enum Job {
 }
 
 fn to_change(rec: Rec) -> Change<Rec> {
-    if rec.1 % 3 == 0 {
+    if rec.1.is_multiple_of(3) {
         Change::Delete
     } else {
         Change::Upsert(rec)
