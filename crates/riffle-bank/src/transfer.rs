@@ -95,7 +95,7 @@ pub enum TransferCommand {
 }
 
 /// Why a transfer command was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TransferRejection(pub String);
 
 impl std::fmt::Display for TransferRejection {

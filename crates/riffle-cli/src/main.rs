@@ -10,6 +10,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod example;
 mod job_end;
 mod join;
 mod nexmark;
@@ -53,6 +54,9 @@ enum Command {
     /// The event store: serve it over HTTP/JSON.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Example applications on Riffle (the event-sourced bank).
+    #[command(subcommand)]
+    Example(example::ExampleCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -128,6 +132,7 @@ fn main() {
         Command::Bench(cmd) => riffle_bench::run(cmd),
         Command::Nexmark(cmd) => nexmark::run(cmd),
         Command::Store(cmd) => store::run(cmd),
+        Command::Example(cmd) => example::run(cmd),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {
                 lines: a.lines,

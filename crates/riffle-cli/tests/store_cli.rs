@@ -9,7 +9,6 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,88 +18,14 @@ use serde_json::{json, Value};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A running `riffle store serve`; killed when dropped.
-struct Server {
-    child: Child,
-    /// `http://host:port`.
-    base: String,
-    /// `host:port`.
-    addr: String,
-    /// Its stderr after the listening line, once it exited.
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
+/// `riffle store serve` on `data`.
+struct Server;
 
 impl Server {
-    /// Starts the server on `data` (on any free port) with `extra` arguments and waits until it
-    /// listens.
-    fn start(data: &Path, extra: &[&str]) -> Server {
-        let mut child = common::riffle()
-            .args(["store", "serve", "--data", data.to_str().expect("utf-8 path")])
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("riffle starts");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            let n = stderr.read_line(&mut line).expect("read stderr");
-            assert!(n > 0, "riffle store serve exited before listening");
-            if let Some((_, addr)) = line.trim().split_once("listening on http://") {
-                break addr.to_string();
-            }
-        };
-        let stderr = std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            rest
-        });
-        Server {
-            child,
-            base: format!("http://{addr}"),
-            addr,
-            stderr: Some(stderr),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGKILL, reaped.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits for the exit; its status and the rest of its stderr.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -TERM {}", self.child.id()))
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill -TERM failed");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(start.elapsed() < DEADLINE, "the server did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stderr = self.stderr.take().map(|t| t.join().expect("stderr reader"));
-        (status, stderr.unwrap_or_default())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(data: &Path, extra: &[&str]) -> common::HttpServer {
+        let mut args = vec!["store", "serve", "--data", data.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        common::HttpServer::start(&args)
     }
 }
 
@@ -152,7 +77,7 @@ fn events(body: &Value) -> Vec<Value> {
 }
 
 /// Every event of `$all`, paging with `next`.
-fn read_all(agent: &ureq::Agent, server: &Server) -> Vec<Value> {
+fn read_all(agent: &ureq::Agent, server: &common::HttpServer) -> Vec<Value> {
     let mut all = Vec::new();
     let mut from = 0;
     loop {

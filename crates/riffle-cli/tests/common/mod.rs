@@ -1,7 +1,9 @@
 //! Helpers shared by the CLI tests: the riffle binary, generated input, keyed comparisons, ports.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The word count every Kafka test runs: 2 s event-time windows, JSON lines.
 pub const JOB: [&str; 9] = [
@@ -114,7 +116,7 @@ pub fn wait_with_deadline(
     what: &str,
 ) -> std::process::Output {
     use std::io::Read;
-    use std::time::{Duration, Instant};
+
     let start = Instant::now();
     // Drain the pipes on threads so that a chatty child cannot block on a full pipe.
     let mut out = child.stdout.take();
@@ -170,4 +172,93 @@ pub fn kill_after_a_checkpoint(child: &mut std::process::Child, ckpt: &std::path
     }
     let _ = child.kill();
     child.wait().expect("reaped");
+}
+
+/// How long a server started by [`HttpServer`] has to stop on SIGTERM.
+const HTTP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A riffle HTTP server (`riffle store serve`, `riffle example bank serve`) run by a test on
+/// a free port; killed when dropped.
+pub struct HttpServer {
+    pub child: Child,
+    /// `http://host:port`.
+    pub base: String,
+    /// `host:port`.
+    pub addr: String,
+    /// Its stderr after the listening line, once it exited.
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl HttpServer {
+    /// Starts `riffle ARGS --listen 127.0.0.1:0` (a server that prints `listening on
+    /// http://ADDR` on stderr) and waits until it listens.
+    pub fn start(args: &[&str]) -> HttpServer {
+        let mut child = riffle()
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("riffle starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            let n = stderr.read_line(&mut line).expect("read stderr");
+            assert!(n > 0, "riffle {args:?} exited before listening");
+            if let Some((_, addr)) = line.trim().split_once("listening on http://") {
+                break addr.to_string();
+            }
+        };
+        let stderr = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        });
+        HttpServer {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL, reaped.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit; its status and the rest of its stderr.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", self.child.id()))
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(start.elapsed() < HTTP_DEADLINE, "the server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = self.stderr.take().map(|t| t.join().expect("stderr reader"));
+        (status, stderr.unwrap_or_default())
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
