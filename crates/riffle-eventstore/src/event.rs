@@ -221,6 +221,37 @@ fn push_json_str(out: &mut String, s: &str) {
     }
 }
 
+/// Valid JSON text without the whitespace between its tokens, so that every recorded event is
+/// one line (the `store://` source and SSE read lines). The store applies it to every
+/// appended event's data and metadata. Re-serialising through
+/// `serde_json::Value` would round large numbers; this keeps every token as it was written.
+pub fn compact_json(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.bytes().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The category of a stream id: its prefix before the first `-`, or the whole id.
 ///
 /// ```
@@ -276,4 +307,16 @@ pub struct Snapshot {
     pub version: u64,
     /// The state, JSON text.
     pub state: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compacting_keeps_strings_and_numbers_as_written() {
+        assert_eq!(
+            super::compact_json("{ \"a b\" : [1 ,\n 2.50e3 ] , \"q\\\" x\": 123456789012345678901234567890 }"),
+            "{\"a b\":[1,2.50e3],\"q\\\" x\":123456789012345678901234567890}"
+        );
+        assert_eq!(super::compact_json("{\"a\":1}"), "{\"a\":1}");
+    }
 }

@@ -48,7 +48,8 @@ pub mod subscription;
 
 pub use error::StoreError;
 pub use event::{
-    category_of, AppendResult, Direction, ExpectedVersion, Filter, NewEvent, RecordedEvent, Snapshot, STREAM_DELETED,
+    category_of, compact_json, AppendResult, Direction, ExpectedVersion, Filter, NewEvent, RecordedEvent, Snapshot,
+    STREAM_DELETED,
 };
 pub use store::{EventStore, StoreOptions, WriterStats};
 pub use subscription::Subscription;

@@ -294,6 +294,17 @@ impl EventStore {
         if let Err(e) = validate(stream, &events, false) {
             return done(Err(e));
         }
+        // One event, one line: JSON whitespace between tokens (newlines included) goes, so
+        // that the events' JSON lines (store:// sources, SSE) never break.
+        let mut events = events;
+        for e in &mut events {
+            if let std::borrow::Cow::Owned(c) = crate::compact_json(&e.data) {
+                e.data = c;
+            }
+            if let Some(std::borrow::Cow::Owned(c)) = e.metadata.as_deref().map(crate::compact_json) {
+                e.metadata = Some(c);
+            }
+        }
         self.send(stream, expected, events, Box::new(done));
     }
 
@@ -333,23 +344,31 @@ impl EventStore {
     /// [`crate::STREAM_DELETED`] at its next version); the stream can no longer be read or
     /// appended to. Its events stay in `$all` and its category.
     pub fn delete_stream(&self, stream: &str, expected: ExpectedVersion) -> Result<AppendResult, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.delete_stream_with(stream, expected, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| Err(self.closed("the writer stopped")))
+    }
+
+    /// [`EventStore::delete_stream`] without blocking: `done` is called on the writer thread
+    /// once the tombstone is durable (or the deletion failed).
+    pub fn delete_stream_with(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        done: impl FnOnce(Result<AppendResult, StoreError>) + Send + 'static,
+    ) {
         let tombstone = NewEvent {
             id: None,
             event_type: STREAM_DELETED.to_string(),
             data: "{}".to_string(),
             metadata: None,
         };
-        validate(stream, std::slice::from_ref(&tombstone), true)?;
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.send(
-            stream,
-            expected,
-            vec![tombstone],
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        rx.recv().unwrap_or_else(|_| Err(self.closed("the writer stopped")))
+        if let Err(e) = validate(stream, std::slice::from_ref(&tombstone), true) {
+            return done(Err(e));
+        }
+        self.send(stream, expected, vec![tombstone], Box::new(done));
     }
 
     /// Up to `limit` events of `stream` from version `from` (inclusive) in `direction`;
@@ -405,8 +424,8 @@ impl EventStore {
     }
 
     /// Up to `limit` events that `filter` admits, from global position `from` (inclusive)
-    /// upwards. A deleted stream's events are still read through `$all` and its category;
-    /// through a stream filter, a deleted stream reads empty.
+    /// upwards. A deleted stream's events, its tombstone last, are still read this way (through
+    /// `$all`, its category or a stream filter), so that a subscriber sees the deletion.
     pub fn read(&self, filter: &Filter, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.read_from(filter, from, limit).map(|(events, _)| events)
     }
@@ -421,11 +440,7 @@ impl EventStore {
                 Filter::All => (from.min(head)..head).take(limit).collect(),
                 Filter::Category(c) => tail_from(index.categories.get(c.as_str()).map(|v| v.as_slice()), from, limit),
                 Filter::Stream(s) => tail_from(
-                    index
-                        .streams
-                        .get(s.as_str())
-                        .filter(|e| !e.deleted)
-                        .map(|e| e.positions.as_slice()),
+                    index.streams.get(s.as_str()).map(|e| e.positions.as_slice()),
                     from,
                     limit,
                 ),

@@ -22,7 +22,8 @@ impl Subscription {
     }
 
     /// Up to `max` next events; waits up to `timeout` for one when there is none yet (an empty
-    /// batch then).
+    /// batch then). A subscription to one stream that was deleted returns its events up to its
+    /// tombstone, then [`StoreError::StreamDeleted`].
     ///
     /// Catch-up and live are one loop: read what the filter admits from the position, and
     /// when there is nothing, wait for the head to pass the position the read looked up to.
@@ -37,6 +38,12 @@ impl Subscription {
             self.next = next;
             if !events.is_empty() {
                 return Ok(events);
+            }
+            // A deleted stream has nothing more to come: its tombstone was the last event.
+            if let Filter::Stream(stream) = &self.filter {
+                if self.store.stream_version(stream).1 {
+                    return Err(StoreError::StreamDeleted { stream: stream.clone() });
+                }
             }
             let now = std::time::Instant::now();
             if now >= deadline {

@@ -475,8 +475,32 @@ fn a_deleted_stream_can_be_neither_read_nor_appended() {
         assert_eq!(s.stream_version("cart-1"), (Some(2), true));
         let all = s.read(&Filter::All, 0, 10).unwrap();
         assert_eq!(all.last().unwrap().event_type, riffle_eventstore::STREAM_DELETED);
-        assert!(s.read(&Filter::Stream("cart-1".into()), 0, 10).unwrap().is_empty());
+        // A subscriber to the stream sees its events and the tombstone, then the deletion.
+        let mut sub = s.subscribe(Filter::Stream("cart-1".into()), 0);
+        let seen = sub.next_batch(10, Duration::from_secs(1)).unwrap();
+        assert_eq!(seen.iter().map(|e| e.version).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(matches!(
+            sub.next_batch(10, Duration::from_millis(10)),
+            Err(StoreError::StreamDeleted { .. })
+        ));
     }
+}
+
+#[test]
+fn whitespace_between_tokens_is_removed_so_that_an_event_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path()).unwrap();
+    let e = NewEvent {
+        id: None,
+        event_type: "T".into(),
+        data: "{\n  \"a\" : [1,\r\n 2],\n \"s\": \"x \\n y\"\n}".into(),
+        metadata: Some("{ \"m\" :\n true }".into()),
+    };
+    store.append("s", ExpectedVersion::Any, vec![e]).unwrap();
+    let got = &store.read(&Filter::All, 0, 1).unwrap()[0];
+    assert_eq!(got.data, r#"{"a":[1,2],"s":"x \n y"}"#);
+    assert_eq!(got.metadata, r#"{"m":true}"#);
+    assert!(!got.to_json().contains('\n'));
 }
 
 #[test]

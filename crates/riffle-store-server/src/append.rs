@@ -73,12 +73,13 @@ pub(crate) async fn delete(
 ) -> Result<Json<Appended>, ApiError> {
     let stream = stream_name(stream)?;
     let expected = expected_version(&headers)?;
-    // The store has no callback form of delete_stream: it waits for its fsync on the blocking
-    // pool instead.
-    let store = state.store.clone();
-    let result = tokio::task::spawn_blocking(move || store.delete_stream(&stream, expected))
+    let (tx, rx) = oneshot::channel();
+    state.store.delete_stream_with(&stream, expected, move |result| {
+        let _ = tx.send(result);
+    });
+    let result = rx
         .await
-        .map_err(|e| ApiError::internal(format!("the deletion task failed: {e}")))?;
+        .map_err(|_| ApiError::internal(format!("the event store dropped the deletion of {stream:?} unanswered")))?;
     Ok(Json(Appended::from(result?)))
 }
 
@@ -158,45 +159,15 @@ fn parse_event(item: &RawValue) -> Result<NewEvent, String> {
     }
     let data = match fields.get("data") {
         None => return Err("field \"data\" is missing".to_string()),
-        Some(raw) => compact_json(raw.get()),
+        Some(raw) => riffle_eventstore::compact_json(raw.get()).into_owned(),
     };
-    let metadata = present("metadata").map(|raw| compact_json(raw.get()));
+    let metadata = present("metadata").map(|raw| riffle_eventstore::compact_json(raw.get()).into_owned());
     Ok(NewEvent {
         id,
         event_type,
         data,
         metadata,
     })
-}
-
-/// Valid JSON text without the whitespace between its tokens, so that every recorded event is
-/// one line (the `store://` source and SSE read lines). Re-serialising through
-/// `serde_json::Value` would round large numbers; this keeps every token as it was written.
-fn compact_json(json: &str) -> String {
-    if !json.bytes().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
-        return json.to_string();
-    }
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The start of a JSON value, for an error message.
@@ -264,14 +235,5 @@ mod tests {
         assert_eq!(err(b"[\xff]"), "the body is not UTF-8 (invalid byte at offset 1)");
         assert!(err(b"[{").starts_with("the body is not a JSON array of events: "));
         assert!(err(br#"{"type":"A"}"#).starts_with("the body is not a JSON array of events: invalid type: map"));
-    }
-
-    #[test]
-    fn compacting_keeps_strings_and_numbers_as_written() {
-        assert_eq!(
-            compact_json("{ \"a b\" : [1 ,\n 2.50e3 ] , \"q\\\" x\": 123456789012345678901234567890 }"),
-            "{\"a b\":[1,2.50e3],\"q\\\" x\":123456789012345678901234567890}"
-        );
-        assert_eq!(compact_json("{\"a\":1}"), "{\"a\":1}");
     }
 }
