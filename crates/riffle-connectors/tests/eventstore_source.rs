@@ -105,7 +105,10 @@ fn a_following_read_waits_for_new_events_and_resumes_after_the_last_one_handed_o
         let uri = format!("store://{}?category=account", dir.path().display());
         let mut reader = open(&uri);
         let first = read(&mut *reader, Some(8));
-        assert!(matches!(reader.poll(100).unwrap(), Poll::Pending), "at the head, it waits");
+        assert!(
+            matches!(reader.poll(100).unwrap(), Poll::Pending),
+            "at the head, it waits"
+        );
         let writer = {
             let store = store.clone();
             std::thread::spawn(move || {
@@ -123,7 +126,11 @@ fn a_following_read_waits_for_new_events_and_resumes_after_the_last_one_handed_o
         let at = SplitPosition::at_record(all[9].0);
         let splits = SourceUri::parse(&uri).unwrap().splits().unwrap();
         let mut resumed = splits[0].open_at(Some(at)).unwrap();
-        assert_eq!(read(&mut *resumed, Some(18)), all[10..].to_vec(), "registered: {registered}");
+        assert_eq!(
+            read(&mut *resumed, Some(18)),
+            all[10..].to_vec(),
+            "registered: {registered}"
+        );
         assert_eq!(resumed.position(), Some(SplitPosition::at_record(all[27].0)));
         drop(guard);
     }
@@ -131,7 +138,13 @@ fn a_following_read_waits_for_new_events_and_resumes_after_the_last_one_handed_o
 
 #[test]
 fn bad_uris_and_missing_stores_are_named() {
-    let err = |uri: &str| SourceUri::parse(uri).and_then(|s| s.splits()).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = |uri: &str| {
+        SourceUri::parse(uri)
+            .and_then(|s| s.splits())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
     assert!(err("store:///nonexistent/riffle-store").contains("/nonexistent/riffle-store"));
     assert!(err("store:///tmp?from=x").contains("from=x"));
     assert!(err("store:///tmp?follow=maybe").contains("follow=maybe"));

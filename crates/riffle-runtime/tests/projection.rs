@@ -39,7 +39,13 @@ impl Aggregate<Delta> for Balance {
     }
     fn add(&self, acc: &mut Acc, d: Delta) {
         let in_order = acc.3.map_or(d.version == 0, |last| d.version == last + 1);
-        *acc = (acc.0 + d.amount, acc.1 + 1, acc.2.max(d.position), Some(d.version), acc.4 + u64::from(!in_order));
+        *acc = (
+            acc.0 + d.amount,
+            acc.1 + 1,
+            acc.2.max(d.position),
+            Some(d.version),
+            acc.4 + u64::from(!in_order),
+        );
     }
     fn merge(&self, acc: &mut Acc, o: Acc) {
         *acc = (acc.0 + o.0, acc.1 + o.1, acc.2.max(o.2), acc.3.max(o.3), acc.4 + o.4);
@@ -105,11 +111,17 @@ fn append(store: &EventStore, seed: u64, n: u64) {
         x ^= x >> 7;
         x ^= x << 17;
         let (stream, event) = match x % 10 {
-            0 => ("audit-1".to_string(), NewEvent::json("Noted", &serde_json::json!({"x": x % 7})).unwrap()),
+            0 => (
+                "audit-1".to_string(),
+                NewEvent::json("Noted", &serde_json::json!({"x": x % 7})).unwrap(),
+            ),
             r => {
                 let kind = if r < 7 { "Deposited" } else { "Withdrawn" };
                 let amount = (x >> 8) % 1000 + 1;
-                (format!("account-{}", (x >> 20) % 12), NewEvent::json(kind, &serde_json::json!({ "amount": amount })).unwrap())
+                (
+                    format!("account-{}", (x >> 20) % 12),
+                    NewEvent::json(kind, &serde_json::json!({ "amount": amount })).unwrap(),
+                )
             }
         };
         store.append(&stream, ExpectedVersion::Any, vec![event]).unwrap();
@@ -134,7 +146,12 @@ fn a_bounded_projection_equals_a_batch_computation_over_all_events_on_1_and_2_wo
     append(&store, 1, 3000);
     let oracle = expected(&store);
     assert_eq!(oracle.len(), 12);
-    let last = store.read(&Filter::Category("account".into()), 0, usize::MAX).unwrap().last().unwrap().position;
+    let last = store
+        .read(&Filter::Category("account".into()), 0, usize::MAX)
+        .unwrap()
+        .last()
+        .unwrap()
+        .position;
     for workers in [1, 2] {
         let base = dir.path().join(format!("w{workers}"));
         let p = Projection::spawn(config(&base, &dir.path().join("store"), false, workers), balances).unwrap();
@@ -155,20 +172,28 @@ fn key_by_stream_spreads_events_over_workers_and_keeps_each_streams_order() {
     let splits = SourceUri::parse(&uri).unwrap().splits().unwrap();
     let seen: Arc<Mutex<Vec<(usize, String, Acc)>>> = Arc::default();
     let out = Arc::clone(&seen);
-    execute(ExecutionConfig::threads(2), Arc::new(JobContext::default()), move |env| {
-        let worker = env.worker_index();
-        let out = Arc::clone(&out);
-        store_events(env, &splits)
-            .flat_map(|e: StoreEvent| delta(&e))
-            .key_by(|d: &Delta| d.stream.clone())
-            .rolling(Balance)
-            .for_each(move |_, (k, acc)| out.lock().unwrap().push((worker, k, acc)));
-    })
+    execute(
+        ExecutionConfig::threads(2),
+        Arc::new(JobContext::default()),
+        move |env| {
+            let worker = env.worker_index();
+            let out = Arc::clone(&out);
+            store_events(env, &splits)
+                .flat_map(|e: StoreEvent| delta(&e))
+                .key_by(|d: &Delta| d.stream.clone())
+                .rolling(Balance)
+                .for_each(move |_, (k, acc)| out.lock().unwrap().push((worker, k, acc)));
+        },
+    )
     .unwrap();
     let seen = seen.lock().unwrap();
     let mut worker_of: BTreeMap<&str, usize> = BTreeMap::new();
     for (w, k, acc) in seen.iter() {
-        assert_eq!(*worker_of.entry(k.as_str()).or_insert(*w), *w, "{k} is folded on one worker");
+        assert_eq!(
+            *worker_of.entry(k.as_str()).or_insert(*w),
+            *w,
+            "{k} is folded on one worker"
+        );
         assert_eq!(acc.4, 0, "{k}: out of order");
     }
     let used: std::collections::BTreeSet<usize> = worker_of.values().copied().collect();
@@ -209,12 +234,16 @@ fn a_projection_crashed_after_checkpoints_resumes_exactly_once() {
         assert!(Instant::now() < deadline, "the projection commits");
         std::thread::sleep(Duration::from_millis(1));
     }
-    p.context().fail(riffle_core::Error::Execution("simulated crash".into()));
+    p.context()
+        .fail(riffle_core::Error::Execution("simulated crash".into()));
     let at_crash = p.model().position();
     assert!(p.join().is_err(), "the crashed job reports its failure");
     writer.join().unwrap();
     append(&store, 7, 300);
-    assert!(at_crash.is_some_and(|p| p + 1 < store.head()), "the crash left events to replay");
+    assert!(
+        at_crash.is_some_and(|p| p + 1 < store.head()),
+        "the crash left events to replay"
+    );
     // Restarted from its checkpoints, to the head: every event once.
     let p = Projection::spawn(config(&base, &store_dir, false, 2), balances).unwrap();
     let model = p.model().clone();
@@ -262,4 +291,93 @@ fn after_an_append_waiting_for_its_position_shows_the_write() {
         latencies[latencies.len() - 1]
     );
     p.stop().unwrap();
+}
+
+/// Append → visible latency at a fixed append rate, per checkpoint interval (a measurement,
+/// not a check): `cargo test -p riffle-runtime --release --test projection -- --ignored --nocapture`.
+/// Env: `RATES` (appends/s, default `1000,10000`), `INTERVALS` (ms, default `2,5,10,20`).
+#[test]
+#[ignore]
+fn measure_append_to_visible_latency() {
+    let list = |var: &str, default: &str| -> Vec<u64> {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect()
+    };
+    for rate in list("RATES", "1000,10000") {
+        for interval in list("INTERVALS", "2,5,10,20") {
+            let dir = tempfile::tempdir().unwrap();
+            let store_dir = dir.path().join("store");
+            let store = EventStore::open(&store_dir).unwrap();
+            let _registered = riffle_connectors::eventstore::register_open_store(&store);
+            let mut c = config(&dir.path().join("p"), &store_dir, true, 2);
+            c.checkpoint_interval = Duration::from_millis(interval);
+            let p = Projection::spawn(c, balances).unwrap();
+            let model = p.model().clone();
+            // Acknowledgement times by position, filled by the store's writer thread.
+            let acks: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
+            let total = rate * 2; // two seconds of appends
+                                  // Observe the table's position as it moves, while the appends go on; every
+                                  // acknowledged position at or below it became visible then.
+            let observer = {
+                let (model, acks) = (model.clone(), Arc::clone(&acks));
+                std::thread::spawn(move || {
+                    let mut latencies = Vec::new();
+                    let mut seen = 0u64;
+                    while seen < total {
+                        assert!(
+                            model.wait_for_position(seen, Duration::from_secs(10)),
+                            "the projection keeps up"
+                        );
+                        let now = Instant::now();
+                        let visible = model.position().unwrap_or(0);
+                        let acks = acks.lock().unwrap();
+                        // Positions not acknowledged yet (the callback runs after the fsync) are
+                        // counted when their acknowledgement is there: at 0.
+                        let counted = acks.range(seen..=visible).count() as u64;
+                        for (_, t) in acks.range(seen..=visible) {
+                            latencies.push(now.saturating_duration_since(*t));
+                        }
+                        for _ in counted..(visible + 1 - seen) {
+                            latencies.push(Duration::ZERO);
+                        }
+                        seen = visible + 1;
+                    }
+                    latencies
+                })
+            };
+            let start = Instant::now();
+            for i in 0..total {
+                let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let e = NewEvent::json("Deposited", &serde_json::json!({ "amount": 1 })).unwrap();
+                let acks = Arc::clone(&acks);
+                store.append_with(
+                    &format!("account-{}", i % 64),
+                    ExpectedVersion::Any,
+                    vec![e],
+                    move |r| {
+                        if let Ok(r) = r {
+                            acks.lock().unwrap().insert(r.position, Instant::now());
+                        }
+                    },
+                );
+            }
+            let mut latencies = observer.join().unwrap();
+            p.stop().unwrap();
+            latencies.sort();
+            let q = |f: f64| latencies[((latencies.len() as f64 * f) as usize).min(latencies.len() - 1)];
+            eprintln!(
+                "rate {rate}/s, checkpoint interval {interval} ms: append→visible p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} appends)",
+                q(0.5).as_secs_f64() * 1e3,
+                q(0.99).as_secs_f64() * 1e3,
+                q(1.0).as_secs_f64() * 1e3,
+                latencies.len()
+            );
+        }
+    }
 }
