@@ -4,6 +4,11 @@
 //! after a crash exactly once (balances are sums of deltas: an event applied twice or lost
 //! shows); and lets a writer wait until the table reflects its append (read-your-writes).
 
+// A panic in a test helper is the test failing (clippy allows unwrap in #[test] fns only).
+#![allow(clippy::unwrap_used)]
+// Deadlines and latencies here are wall time.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
