@@ -296,10 +296,9 @@ fn follow(source: &RemoteStoreSource, mut next: u64, tx: &SyncSender<Batch>) {
                 }
                 id = None;
                 attempt = 0;
-                if !batch.is_empty() && (reader.buffer().is_empty() || batch.len() >= 4096) {
-                    if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
-                        return;
-                    }
+                let flush = !batch.is_empty() && (reader.buffer().is_empty() || batch.len() >= 4096);
+                if flush && tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return;
                 }
             } else if let Some(d) = field(&line, b"data") {
                 if !data.is_empty() {

@@ -3,6 +3,9 @@
 //! following, from the writer's instance and from a read-only follower; and resumes from a
 //! position exactly after the last event handed out.
 
+// A panic in a test helper is the test failing (clippy allows unwrap in #[test] fns only).
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use riffle_connectors::{LineReader, Poll, SourceUri, SplitPosition};

@@ -16,20 +16,20 @@
 //! reflects ([`row_with_position`]).
 
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use riffle_connectors::eventstore::parse_event;
 use riffle_connectors::readmodel::{ReadModel, ReadModelSink, TableUpdate};
-use riffle_connectors::{Sink, SourceUri};
+use riffle_connectors::{LineReader, Poll, Sink, SourceUri, SplitPosition, SplitSpec};
 use riffle_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointConfig, CheckpointStore, JobFingerprint};
 use crate::context::{JobContext, MetricsSnapshot, SystemClock};
-use crate::stream::{DataStream, TextSource};
+use crate::source::{SplitPoll, SplitReader, TimeMode, DEFAULT_CHUNK_LINES};
+use crate::stream::{DataStream, StreamEnv};
 use crate::{execute, ExecutionConfig};
 
 /// An event of the store as a projection's records carry it (the fields a fold needs; the
@@ -65,6 +65,74 @@ pub fn store_event(line: &str) -> std::result::Result<(i64, StoreEvent), String>
             timestamp: e.timestamp,
         },
     ))
+}
+
+/// The events of a store source's splits (`store://`, `store+http://`) in the order of the
+/// log, as records on the worker that reads each split, in processing time.
+///
+/// Unlike [`StreamEnv::text_records`], which spreads the records of a source with fewer
+/// splits than workers over every worker (round robin) and so lets two events of one stream
+/// overtake each other on their way to the stream's worker, this keeps them where they are
+/// read: a `key_by` on the stream then keeps each stream's order (timely's channels between
+/// two workers are FIFO). A line that is not an event is reported as malformed with its
+/// position.
+pub fn store_events<'s>(env: &mut StreamEnv<'s>, splits: &[SplitSpec]) -> DataStream<'s, StoreEvent> {
+    let (me, workers) = (env.worker_index(), env.workers());
+    let ctx = Arc::clone(env.context());
+    let mut readers: Vec<(u32, Box<dyn SplitReader<StoreEvent>>)> = Vec::new();
+    for (i, spec) in splits.iter().enumerate().filter(|(i, _)| i % workers == me) {
+        match spec.open() {
+            Ok(reader) => readers.push((
+                i as u32,
+                Box::new(EventSplit {
+                    reader,
+                    spec: spec.clone(),
+                    ctx: Arc::clone(&ctx),
+                }),
+            )),
+            Err(e) => ctx.fail(e),
+        }
+    }
+    env.splits("StoreSource", TimeMode::Processing, readers, DEFAULT_CHUNK_LINES)
+}
+
+/// A split of a store source read as [`StoreEvent`]s.
+struct EventSplit {
+    reader: Box<dyn LineReader>,
+    spec: SplitSpec,
+    ctx: Arc<JobContext>,
+}
+
+impl SplitReader<StoreEvent> for EventSplit {
+    fn poll(&mut self, max: usize) -> Result<SplitPoll<StoreEvent>> {
+        let chunk = match self.reader.poll(max)? {
+            Poll::Chunk(c) => c,
+            Poll::Pending => return Ok(SplitPoll::Pending),
+            Poll::Finished => return Ok(SplitPoll::Finished),
+        };
+        let mut out = Vec::with_capacity(chunk.lines.len());
+        for (i, line) in chunk.lines.iter().enumerate() {
+            let parsed = std::str::from_utf8(line)
+                .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+                .and_then(store_event);
+            match parsed {
+                Ok(event) => out.push(event),
+                Err(message) => self
+                    .ctx
+                    .malformed(self.reader.origin(), chunk.first_line + i as u64, &message, line),
+            }
+        }
+        Ok(SplitPoll::Records(out))
+    }
+
+    fn position(&self) -> Option<SplitPosition> {
+        self.reader.position()
+    }
+
+    fn seek(&mut self, position: SplitPosition) -> Result<()> {
+        self.reader = self.spec.open_at(Some(position))?;
+        Ok(())
+    }
 }
 
 /// The two updates of a changed row: the row itself and a marker of the position it reflects.
@@ -155,8 +223,7 @@ impl Projection {
             .spawn(move || {
                 let job_sink = Arc::clone(&sink);
                 let result = execute(ExecutionConfig::threads(config.workers.max(1)), job_ctx, move |env| {
-                    let source = TextSource::new(splits.clone());
-                    let events = env.text_records(source, Rc::new(store_event));
+                    let events = store_events(env, &splits);
                     build(events).write_to(
                         Arc::clone(&job_sink),
                         |u, out| u.write_key(out),
