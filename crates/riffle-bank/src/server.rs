@@ -62,12 +62,23 @@ pub fn router(store: EventStore, model: ReadModel, closing: tokio::sync::watch::
         .nest("/store", store_api)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// An answer other than success: a status and a JSON body that says why.
+struct Refusal(StatusCode, Value);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
 }
 
+fn error(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, json!({ "error": message.into() }))
+}
+
+type Answer = Result<Response, Refusal>;
+
 /// Runs blocking work (an fsync'd append, a wait for the projection) off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Refusal> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -76,7 +87,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
 }
 
-fn command_id(headers: &HeaderMap) -> Result<Option<riffle_eventstore::Uuid>, Response> {
+fn command_id(headers: &HeaderMap) -> Result<Option<riffle_eventstore::Uuid>, Refusal> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => match v.to_str() {
@@ -89,7 +100,7 @@ fn command_id(headers: &HeaderMap) -> Result<Option<riffle_eventstore::Uuid>, Re
     }
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &axum::body::Bytes) -> Result<T, Response> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &axum::body::Bytes) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -115,11 +126,8 @@ async fn open(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let body: OpenBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let body: OpenBody = parse_body(&body)?;
     run_command(
         bank,
         id,
@@ -135,11 +143,8 @@ async fn deposit(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let body: AmountBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let body: AmountBody = parse_body(&body)?;
     let c = AccountCommand::Deposit {
         amount: body.amount,
         transfer: None,
@@ -152,11 +157,8 @@ async fn withdraw(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let body: AmountBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let body: AmountBody = parse_body(&body)?;
     let c = AccountCommand::Withdraw {
         amount: body.amount,
         transfer: None,
@@ -164,7 +166,7 @@ async fn withdraw(
     run_command(bank, id, c, headers, StatusCode::OK).await
 }
 
-fn valid_id(id: &str) -> Result<(), Response> {
+fn valid_id(id: &str) -> Result<(), Refusal> {
     if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -180,42 +182,30 @@ async fn run_command(
     command: AccountCommand,
     headers: HeaderMap,
     ok: StatusCode,
-) -> Response {
-    if let Err(r) = valid_id(&id) {
-        return r;
-    }
-    let command_id = match command_id(&headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let done = blocking(move || {
+) -> Answer {
+    valid_id(&id)?;
+    let command_id = command_id(&headers)?;
+    let (id, done) = blocking(move || {
         let r = bank.accounts.handle(&id, &command, command_id);
         (id, r)
     })
-    .await;
-    match done {
-        Err(r) => r,
-        Ok((id, Ok(h))) => (
-            ok,
-            Json(json!({
-                "account": id,
-                "balance": h.state.balance,
-                "version": h.version,
-                "position": h.append.map(|a| a.position),
-            })),
-        )
-            .into_response(),
-        Ok((_, Err(e))) => command_error(e),
-    }
+    .await?;
+    let h = done.map_err(command_error)?;
+    let body = json!({
+        "account": id,
+        "balance": h.state.balance,
+        "version": h.version,
+        "position": h.append.map(|a| a.position),
+    });
+    Ok((ok, Json(body)).into_response())
 }
 
-fn command_error<R: std::fmt::Display + serde::Serialize>(e: CommandError<R>) -> Response {
+fn command_error<R: std::fmt::Display + serde::Serialize>(e: CommandError<R>) -> Refusal {
     match e {
-        CommandError::Rejected(r) => (
+        CommandError::Rejected(r) => Refusal(
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": r.to_string(), "rejection": r })),
-        )
-            .into_response(),
+            json!({ "error": r.to_string(), "rejection": r }),
+        ),
         CommandError::Contended { .. } => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         CommandError::Store(s) => error(StatusCode::INTERNAL_SERVER_ERROR, s.to_string()),
         CommandError::Decode(d) => error(StatusCode::INTERNAL_SERVER_ERROR, d),
@@ -232,38 +222,25 @@ struct TransferBody {
     id: Option<String>,
 }
 
-async fn transfer(State(bank): State<Arc<Bank>>, body: axum::body::Bytes) -> Response {
-    let body: TransferBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+async fn transfer(State(bank): State<Arc<Bank>>, body: axum::body::Bytes) -> Answer {
+    let body: TransferBody = parse_body(&body)?;
     for id in [&body.from, &body.to] {
-        if let Err(r) = valid_id(id) {
-            return r;
-        }
+        valid_id(id)?;
     }
     let id = body
         .id
         .clone()
         .unwrap_or_else(|| riffle_eventstore::Uuid::new_v4().simple().to_string());
-    if let Err(r) = valid_id(&id) {
-        return r;
-    }
+    valid_id(&id)?;
     let request = TransferRequest {
         from: body.from,
         to: body.to,
         amount: body.amount,
     };
-    match blocking(move || bank.transfers.transfer(&id, request)).await {
-        Err(r) => r,
-        Ok(Ok(outcome)) => (StatusCode::OK, Json(outcome)).into_response(),
-        Ok(Err(CommandError::Rejected(r))) => error(StatusCode::UNPROCESSABLE_ENTITY, r.to_string()),
-        Ok(Err(e)) => command_error::<String>(match e {
-            CommandError::Rejected(r) => CommandError::Rejected(r.0),
-            CommandError::Store(s) => CommandError::Store(s),
-            CommandError::Decode(d) => CommandError::Decode(d),
-            CommandError::Contended { stream, attempts } => CommandError::Contended { stream, attempts },
-        }),
+    match blocking(move || bank.transfers.transfer(&id, request)).await? {
+        Ok(outcome) => Ok((StatusCode::OK, Json(outcome)).into_response()),
+        Err(CommandError::Rejected(r)) => Err(error(StatusCode::UNPROCESSABLE_ENTITY, r.to_string())),
+        Err(e) => Err(command_error(e)),
     }
 }
 
@@ -280,7 +257,7 @@ struct QueryParams {
 
 /// Waits (off the async workers) until the projection passed `min_position`; a 504 with the
 /// projection's position when it did not in time.
-async fn wait_for(bank: &Arc<Bank>, q: &QueryParams) -> Result<(), Response> {
+async fn wait_for(bank: &Arc<Bank>, q: &QueryParams) -> Result<(), Refusal> {
     let Some(p) = q.min_position else { return Ok(()) };
     let timeout = q
         .timeout_ms
@@ -291,19 +268,18 @@ async fn wait_for(bank: &Arc<Bank>, q: &QueryParams) -> Result<(), Response> {
     if reached {
         return Ok(());
     }
-    Err((
+    Err(Refusal(
         StatusCode::GATEWAY_TIMEOUT,
-        Json(json!({
+        json!({
             "error": format!("the read model has not reached position {p} within {} ms", timeout.as_millis()),
             "projection_position": bank.model.position(),
-        })),
-    )
-        .into_response())
+        }),
+    ))
 }
 
 fn query_params(
     raw: Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<QueryParams, Response> {
+) -> Result<QueryParams, Refusal> {
     raw.map(|Query(q)| q)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad query parameters: {e}")))
 }
@@ -316,31 +292,23 @@ async fn account(
     State(bank): State<Arc<Bank>>,
     Path(id): Path<String>,
     q: Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let q = match query_params(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    if let Err(r) = valid_id(&id) {
-        return r;
-    }
-    if let Err(r) = wait_for(&bank, &q).await {
-        return r;
-    }
+) -> Answer {
+    let q = query_params(q)?;
+    valid_id(&id)?;
+    wait_for(&bank, &q).await?;
     match bank.model.get(&format!("account/{id}")) {
         Ok(Some(text)) => {
             let mut v = row(&text);
             if let Value::Object(m) = &mut v {
                 m.insert("position".into(), json!(bank.model.position()));
             }
-            Json(v).into_response()
+            Ok(Json(v).into_response())
         }
-        Ok(None) => (
+        Ok(None) => Err(Refusal(
             StatusCode::NOT_FOUND,
-            Json(json!({ "error": format!("no account {id:?}"), "projection_position": bank.model.position() })),
-        )
-            .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            json!({ "error": format!("no account {id:?}"), "projection_position": bank.model.position() }),
+        )),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
@@ -348,17 +316,10 @@ async fn daily(
     State(bank): State<Arc<Bank>>,
     Path(id): Path<String>,
     q: Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let q = match query_params(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    if let Err(r) = valid_id(&id) {
-        return r;
-    }
-    if let Err(r) = wait_for(&bank, &q).await {
-        return r;
-    }
+) -> Answer {
+    let q = query_params(q)?;
+    valid_id(&id)?;
+    wait_for(&bank, &q).await?;
     match bank.model.scan(&format!("daily/{id}/")) {
         Ok(rows) => {
             let days: Vec<Value> = rows
@@ -371,23 +332,18 @@ async fn daily(
                     v
                 })
                 .collect();
-            Json(json!({ "account": id, "days": days, "position": bank.model.position() })).into_response()
+            Ok(Json(json!({ "account": id, "days": days, "position": bank.model.position() })).into_response())
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
 async fn top_accounts(
     State(bank): State<Arc<Bank>>,
     q: Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let q = match query_params(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    if let Err(r) = wait_for(&bank, &q).await {
-        return r;
-    }
+) -> Answer {
+    let q = query_params(q)?;
+    wait_for(&bank, &q).await?;
     let k = q.k.unwrap_or(10).clamp(1, 1000);
     match bank.model.scan("account/") {
         Ok(rows) => {
@@ -401,8 +357,8 @@ async fn top_accounts(
                     .then_with(|| a["id"].as_str().unwrap_or("").cmp(b["id"].as_str().unwrap_or("")))
             });
             accounts.truncate(k);
-            Json(json!({ "accounts": accounts, "position": bank.model.position() })).into_response()
+            Ok(Json(json!({ "accounts": accounts, "position": bank.model.position() })).into_response())
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }

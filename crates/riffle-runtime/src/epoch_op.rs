@@ -11,7 +11,9 @@
 //!   capability moves on, so the commit downstream cannot see the epoch complete too early;
 //! * **output**: results leave at the open epoch, so the snapshot of an epoch reflects exactly
 //!   the results tagged with it or before; at the end of the input, the final results belong to
-//!   the last epoch, whose snapshot follows them;
+//!   the last epoch, whose snapshot follows them. An updating operator
+//!   ([`EpochState::emits_in_record_epoch`]) fires before each epoch closes, so its results
+//!   leave in the epoch of the records they reflect;
 //! * **restore**: the key groups this worker owns, from every old worker's files.
 //!
 //! Without checkpoints the shell applies records as they come and fires on the frontier.
@@ -94,6 +96,14 @@ pub(crate) trait EpochState: 'static {
     /// Restores the newest parts of this worker's groups; may emit results that the old
     /// workers would have emitted (catch-up).
     fn restore(&mut self, parts: &RestoredParts<'_>, out: &mut Vec<Self::Out>) -> Result<()>;
+    /// Whether the results of a record leave in the epoch the record was read in (fired before
+    /// the epoch closes), rather than in whatever epoch is open when the state next fires.
+    /// An updating result (the rolling aggregate) needs it: a sink that commits a source's
+    /// position with each epoch (a projection's read model) must never commit a position
+    /// before the rows it covers. Windows fire by the watermark instead and keep `false`.
+    fn emits_in_record_epoch(&self) -> bool {
+        false
+    }
 }
 
 /// Encodes the parts of an operator's state, one per key group (or split, or mark): how every
@@ -273,11 +283,29 @@ pub(crate) fn epoch_operator<'s, S: EpochState>(
                     }
                 }
             });
+            let per_epoch = state.emits_in_record_epoch();
+            // The results of the records just applied leave in their epoch (the open one,
+            // before it may close below), and so do those of each epoch closed below.
+            let mut emit_in = |epoch: u64, state: &mut S, out: &mut Vec<S::Out>, dirty: &mut DirtyGroups| {
+                state.fire(fired, out, dirty);
+                if !out.is_empty() {
+                    if let Some(c) = emit_capability(&held, epoch) {
+                        output.session(&c).give_iterator(out.drain(..));
+                    }
+                    out.clear();
+                }
+            };
+            if per_epoch {
+                emit_in(aligner.epoch(), &mut state, &mut out, &mut dirty);
+            }
             let open = open_epoch(frontier.frontier());
             // Close every epoch the frontier has passed: its records are all here.
             let now = aligner.advance(open, |epoch, records| {
                 for (wm, x) in records {
                     state.apply(x, wm, &mut dirty);
+                }
+                if per_epoch {
+                    emit_in(epoch, &mut state, &mut out, &mut dirty);
                 }
                 if dirty.any() {
                     if let Err(e) = take_snapshot(&state, store, epoch, &op_name, (worker, peers), &mut dirty) {

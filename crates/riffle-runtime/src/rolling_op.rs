@@ -76,6 +76,10 @@ where
         }
     }
 
+    fn emits_in_record_epoch(&self) -> bool {
+        true
+    }
+
     fn snapshot(&self, include: &dyn Fn(u32) -> bool) -> riffle_core::Result<crate::checkpoint::Parts> {
         type Group<'a, K, Acc> = Vec<(&'a K, &'a KeyState<Acc>)>;
         let mut groups: Vec<Group<K, A::Acc>> = vec![Vec::new(); KEY_GROUPS as usize];
