@@ -352,6 +352,8 @@ fn follow(source: &RemoteStoreSource, mut next: u64, tx: &SyncSender<Batch>, sto
             }
         };
         let (mut data, mut id): (Vec<u8>, Option<u64>) = (Vec::new(), None);
+        // The SSE `event:` type; store events have none (`message`).
+        let mut kind: Option<Vec<u8>> = None;
         let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut line = Vec::new();
         let ended = loop {
@@ -366,6 +368,20 @@ fn follow(source: &RemoteStoreSource, mut next: u64, tx: &SyncSender<Batch>, sto
             }
             if line.is_empty() {
                 // The end of an event.
+                match kind.take() {
+                    Some(k) if k.as_slice() != b"message" => {
+                        // `event: error` (the server's read failed, or it is shutting down):
+                        // its data is `{"error", "position"}`, not an event of the store;
+                        // taking it for one would hand out a line in place of a real event.
+                        // Reconnecting from `next` reads again what it could not.
+                        break Some(std::io::Error::other(format!(
+                            "the server sent an {} event: {}",
+                            String::from_utf8_lossy(&k),
+                            String::from_utf8_lossy(&data)
+                        )));
+                    }
+                    _ => {}
+                }
                 if !data.is_empty() {
                     let position = id.or_else(|| event_position(&data));
                     match position {
@@ -396,9 +412,8 @@ fn follow(source: &RemoteStoreSource, mut next: u64, tx: &SyncSender<Batch>, sto
                 data.extend_from_slice(d);
             } else if let Some(i) = field(&line, b"id") {
                 id = std::str::from_utf8(i).ok().and_then(|s| s.trim().parse().ok());
-            } else if line.starts_with(b"event: error") || line.starts_with(b"event:error") {
-                // The server's read failed; its `data:` says why. Reconnecting tries again.
-                tracing::warn!("{url}: the server reports an error at position {next}");
+            } else if let Some(k) = field(&line, b"event") {
+                kind = Some(k.to_vec());
             }
             // Comments (`: heartbeat`), `retry:` carry nothing for us.
         };

@@ -356,7 +356,20 @@ fn a_following_read_waits_out_a_killed_server_and_resumes_without_a_gap_or_a_dup
     let server = Server::start(&store, port, None);
     got.extend(read(&mut *reader, Some(all.len() - got.len())));
     idle(&mut *reader, Duration::from_millis(100));
-    assert!(got == all, "{} lines read, {} in the store", got.len(), all.len());
+    let lines: Vec<u64> = got.iter().map(|(l, _)| *l).collect();
+    let repeated: Vec<_> = lines.windows(2).filter(|w| w[0] >= w[1]).collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|g| !all.contains(g))
+        .map(|(l, s)| (l, &s[..s.len().min(300)]))
+        .collect();
+    eprintln!("not in the store: {extra:?}");
+    assert!(
+        got == all,
+        "{} lines read, {} in the store; out of order: {repeated:?}",
+        got.len(),
+        all.len()
+    );
     drop(reader);
     server.kill();
 }
