@@ -3,6 +3,8 @@
 //! workers; spreads events over workers by stream while keeping each stream's order; resumes
 //! after a crash exactly once (balances are sums of deltas: an event applied twice or lost
 //! shows); and lets a writer wait until the table reflects its append (read-your-writes).
+//! The same projection from the store's HTTP server (`store+http://`) gives the same table,
+//! bounded, and following across a server killed and restarted, and stops promptly.
 
 // A panic in a test helper is the test failing (clippy allows unwrap in #[test] fns only).
 #![allow(clippy::unwrap_used)]
@@ -296,6 +298,102 @@ fn after_an_append_waiting_for_its_position_shows_the_write() {
         latencies[latencies.len() - 1]
     );
     p.stop().unwrap();
+}
+
+/// The store server on a runtime of its own, on `port` (0: any); dropping the runtime drops
+/// every connection at once, as a killed process would.
+fn serve(store: &EventStore, port: u16) -> (tokio::runtime::Runtime, u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listener = loop {
+        match runtime.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))) {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "bind 127.0.0.1:{port}: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let port = listener.local_addr().unwrap().port();
+    let options = riffle_store_server::ServerOptions::default();
+    runtime.spawn(riffle_store_server::serve(
+        store.clone(),
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    (runtime, port)
+}
+
+fn http_config(base: &std::path::Path, port: u16, follow: bool) -> ProjectionConfig {
+    let mut c = ProjectionConfig::new(
+        format!("store+http://127.0.0.1:{port}/all?follow={follow}"),
+        base.join("balances.redb"),
+        base.join("ck"),
+    );
+    c.checkpoint_interval = Duration::from_millis(5);
+    c
+}
+
+#[test]
+fn a_projection_from_the_store_server_equals_the_one_from_the_store_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = EventStore::open(&store_dir).unwrap();
+    append(&store, 5, 2500);
+    let (server, port) = serve(&store, 0);
+    let p = Projection::spawn(http_config(&dir.path().join("http"), port, false), balances).unwrap();
+    let remote = p.model().clone();
+    p.join().unwrap();
+    let _registered = riffle_connectors::eventstore::register_open_store(&store);
+    let p = Projection::spawn(config(&dir.path().join("local"), &store_dir, false, 2), balances).unwrap();
+    let local = p.model().clone();
+    p.join().unwrap();
+    assert_eq!(remote.scan("").unwrap(), expected(&store));
+    assert_eq!(remote.scan("").unwrap(), local.scan("").unwrap());
+    assert_eq!(remote.position(), local.position());
+    server.shutdown_background();
+}
+
+#[test]
+fn a_following_projection_from_the_store_server_survives_its_restart_and_stops_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path().join("store")).unwrap();
+    append(&store, 6, 500);
+    let (server, port) = serve(&store, 0);
+    let base = dir.path().join("p");
+    let p = Projection::spawn(http_config(&base, port, true), balances).unwrap();
+    append(&store, 7, 300);
+    assert!(p.model().wait_for_position(store.head() - 1, Duration::from_secs(20)));
+    // Killed: events appended while it is down arrive after its restart, once each.
+    server.shutdown_background();
+    append(&store, 8, 300);
+    std::thread::sleep(Duration::from_millis(300));
+    let (server, _) = serve(&store, port);
+    append(&store, 9, 300);
+    assert!(p.model().wait_for_position(store.head() - 1, Duration::from_secs(20)));
+    assert_eq!(p.model().scan("").unwrap(), expected(&store));
+    // A clean stop does not wait for the subscription (idle: no event to wake it).
+    let t = Instant::now();
+    p.stop().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "stop took {:?}", t.elapsed());
+    // Crashed after more appends and restarted from its checkpoints, bounded: every event once.
+    let p = Projection::spawn(http_config(&base, port, true), balances).unwrap();
+    append(&store, 10, 500);
+    assert!(p.model().wait_for_position(store.head() - 1, Duration::from_secs(20)));
+    p.context()
+        .fail(riffle_core::Error::Execution("simulated crash".into()));
+    assert!(p.join().is_err());
+    append(&store, 11, 200);
+    let p = Projection::spawn(http_config(&base, port, false), balances).unwrap();
+    let model = p.model().clone();
+    p.join().unwrap();
+    assert_eq!(model.scan("").unwrap(), expected(&store));
+    server.shutdown_background();
 }
 
 /// Append → visible latency at a fixed append rate, per checkpoint interval (a measurement,
