@@ -507,3 +507,42 @@ fn malformed_requests_get_a_4xx_and_change_nothing() {
     let ids: HashSet<&str> = all.iter().filter_map(|e| e["id"].as_str()).collect();
     assert_eq!(ids.len(), appended);
 }
+
+/// A riffle job in another process reads the store that `riffle store serve` writes
+/// (`store://DIR`, opened read-only and followed): every event, once, as the server has it.
+#[test]
+fn a_job_in_another_process_reads_the_store_the_server_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    let agent = agent();
+    for i in 0..300 {
+        let body = json!([{ "type": "Tick", "data": { "n": i } }]);
+        let (status, answer) = post(&agent, &server.url(&format!("/streams/clock-{}", i % 7)), "any", &body);
+        assert_eq!(status, 201, "{answer}");
+    }
+    let expected = read_all(&agent, &server);
+    assert_eq!(expected.len(), 300);
+    // Each event's JSON line has no whitespace, so the word count sees one word per event.
+    let source = format!("store://{}?follow=false", dir.path().display());
+    let out = common::ok_stdout(common::run(&[
+        "wordcount",
+        "--source",
+        &source,
+        "--format",
+        "json",
+        "-w",
+        "2",
+    ]));
+    let mut got: Vec<Value> = out
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a JSON line");
+            assert_eq!(v["count"], 1, "{l}");
+            serde_json::from_str(v["word"].as_str().expect("word")).expect("the word is an event's JSON")
+        })
+        .collect();
+    got.sort_by_key(|e| e["position"].as_u64());
+    assert_eq!(got, expected);
+    let (status, stderr) = server.terminate();
+    assert!(status.success(), "{stderr}");
+}
