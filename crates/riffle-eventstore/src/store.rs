@@ -858,9 +858,16 @@ impl Writer {
                     if !result.already_written {
                         timestamp = timestamp.max(now_millis());
                         for (i, e) in r.events.into_iter().enumerate() {
-                            let id = e.id.unwrap_or_else(Uuid::new_v4);
                             let version = result.first_version + i as u64;
-                            ids.insert(id, (r.stream.clone(), version, next_position));
+                            // Only a client's ids can come again later in the group; an id
+                            // made here is known to nobody before the group is published.
+                            let id = match e.id {
+                                Some(id) => {
+                                    ids.insert(id, (r.stream.clone(), version, next_position));
+                                    id
+                                }
+                                None => Uuid::new_v4(),
+                            };
                             events.push(RecordedEvent {
                                 stream: r.stream.clone(),
                                 id,
