@@ -628,11 +628,12 @@ impl EventStore {
 impl Shared {
     fn publish(&self, head: u64) {
         let mut h = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        if head > *h {
-            *h = head;
-            self.grown.notify_all();
-            self.watch.send_replace(head);
+        if head <= *h {
+            return;
         }
+        *h = head;
+        self.grown.notify_all();
+        self.watch.send_replace(head);
         drop(h);
         // Called outside every lock of the store: a waker may take its own locks.
         let wakers: Vec<Arc<dyn Fn() + Send + Sync>> = {
