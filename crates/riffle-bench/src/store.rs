@@ -9,16 +9,27 @@
 //! * Reads: `read(&Filter::All, from, 10_000)` in a loop over every event, beside a loop that
 //!   reads a file of the same events' JSON lines in 1 MiB chunks and counts the lines.
 //!
+//! * Append → read-model visible: an open-loop appender (appends sent on a schedule, whatever
+//!   the store and the projection do) at each `--latency-rates` into a store with a projection
+//!   in the same process (a count of events per stream into a `table://`, on two workers,
+//!   checkpointed every `--latency-intervals` ms). Per append, the time from the append call to
+//!   the moment the table's position reaches the append's position; beside it the store's own
+//!   append latency (call to acknowledgement) and the hand loop's: one 200-byte write and one
+//!   fdatasync, the floor the store's acknowledgement cannot go under.
+//!
 //! Targets (issue 15; reported, not asserted): 100 K durable appends/s with 64 writers, 2 M
-//! events/s reading `$all`.
+//! events/s reading `$all`, p99 append → visible ≤ 20 ms at 10 K appends/s.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
 
+use riffle_connectors::readmodel::TableUpdate;
 use riffle_core::{Error, Result};
 use riffle_eventstore::{EventStore, ExpectedVersion, Filter, NewEvent, StoreError};
+use riffle_runtime::projection::{row_with_position, Projection, ProjectionConfig, StoreEvent};
+use riffle_runtime::DataStream;
 
 /// Arguments of `riffle bench store`.
 #[derive(clap::Args, Debug)]
@@ -35,6 +46,17 @@ pub struct StoreBenchArgs {
     /// Events in the store read through `$all` (0: no read benchmark).
     #[arg(long, default_value_t = 20_000)]
     read_events: u64,
+    /// Append rates (appends/s) of the append → read-model-visible measurement (comma
+    /// separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    latency_rates: Vec<u64>,
+    /// Checkpoint intervals (ms) of the projection in the latency measurement (comma
+    /// separated).
+    #[arg(long, value_delimiter = ',', default_value = "5,10,50")]
+    latency_intervals: Vec<u64>,
+    /// Seconds of appends per rate and interval (0: no latency measurement).
+    #[arg(long, default_value_t = 1.0)]
+    latency_secs: f64,
     /// Directory for the stores and files (a temporary one by default; it should be on the
     /// disk being measured, not a tmpfs).
     #[arg(long)]
@@ -119,8 +141,212 @@ pub fn run(args: StoreBenchArgs) -> Result<()> {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+    if args.latency_secs > 0.0 && !args.latency_rates.is_empty() && !args.latency_intervals.is_empty() {
+        println!();
+        println!(
+            "append -> read-model visible: open-loop appends of {}-byte events over 64 streams, a projection (count per stream into table://, 2 workers) in the same process",
+            args.event_bytes
+        );
+        println!(
+            "{:>8} {:>8} {:>8} {:>26} {:>20} {:>20}",
+            "rate/s", "ckpt ms", "appends", "visible p50/p99/max ms", "append p50/p99 ms", "loop sync p50/p99 ms"
+        );
+        for &rate in &args.latency_rates {
+            let sync = hand_sync_latency(&base.join("hand-sync.log"), 200, &data)?;
+            for &interval in &args.latency_intervals {
+                let dir = base.join(format!("latency-{rate}-{interval}"));
+                let _ = std::fs::remove_dir_all(&dir);
+                let l = measure_visible_latency(&dir, rate, Duration::from_millis(interval), args.latency_secs, &data)?;
+                println!(
+                    "{:>8} {:>8} {:>8} {:>26} {:>20} {:>20}",
+                    rate,
+                    interval,
+                    l.appends,
+                    format!(
+                        "{:.1} / {:.1} / {:.1}",
+                        ms(l.visible[0]),
+                        ms(l.visible[1]),
+                        ms(l.visible[2])
+                    ),
+                    format!("{:.2} / {:.2}", ms(l.append[0]), ms(l.append[1])),
+                    format!("{:.2} / {:.2}", ms(sync[0]), ms(sync[1])),
+                );
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// p50, p99 and the maximum of `samples` (sorted here); zeros when there are none.
+fn quantiles(samples: &mut [Duration]) -> [Duration; 3] {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    [at(0.5), at(0.99), at(1.0)]
+}
+
+/// Figures of one append → visible run.
+#[derive(Debug, Clone, Copy)]
+struct LatencyFigures {
+    appends: u64,
+    /// Append call → the table's position reaches the append's: p50, p99, max.
+    visible: [Duration; 3],
+    /// Append call → acknowledgement (durable): p50, p99, max.
+    append: [Duration; 3],
+}
+
+/// The projection of the latency run: each stream's count of events, a row per stream with a
+/// marker of the position it reflects.
+fn count_per_stream(events: DataStream<'_, StoreEvent>) -> DataStream<'_, TableUpdate> {
+    events
+        .map(|e: StoreEvent| (e.stream, e.position))
+        .key_by(|(stream, _): &(String, u64)| stream.clone())
+        .rolling(riffle_core::aggregate::FnAggregate::new(
+            || (0u64, 0u64),
+            |acc: &mut (u64, u64), (_, position): (String, u64)| *acc = (acc.0 + 1, acc.1.max(position)),
+            |acc: &mut (u64, u64), o: (u64, u64)| *acc = (acc.0 + o.0, acc.1.max(o.1)),
+            |acc: &(u64, u64)| *acc,
+        ))
+        .flat_map(|(stream, (count, position)): (String, (u64, u64))| {
+            row_with_position(stream, count.to_string(), position)
+        })
+}
+
+/// Appends at `rate` per second for `secs` (open loop: each append is sent at its scheduled
+/// time, whether or not the earlier ones are done) into a store with a projection checkpointed
+/// every `interval`; times each append from its call to its acknowledgement and to the moment
+/// the table's position reaches it.
+fn measure_visible_latency(dir: &Path, rate: u64, interval: Duration, secs: f64, data: &str) -> Result<LatencyFigures> {
+    let store_dir = dir.join("store");
+    let store = EventStore::open(&store_dir).map_err(store_error("cannot open the store"))?;
+    let _registered = riffle_connectors::eventstore::register_open_store(&store);
+    let mut config = ProjectionConfig::new(
+        format!("store://{}?follow=true", store_dir.display()),
+        dir.join("counts.redb"),
+        dir.join("checkpoints"),
+    );
+    config.checkpoint_interval = interval;
+    config.workers = 2;
+    let projection = Projection::spawn(config, count_per_stream)?;
+    let model = projection.model().clone();
+    let total = ((rate.max(1) as f64) * secs).ceil().max(1.0) as u64;
+    // The table's position as it moves (position reached, when), seen by a thread woken by
+    // each commit of the table.
+    let observer = {
+        let model = model.clone();
+        std::thread::spawn(move || -> Vec<(u64, Instant)> {
+            let mut seen = Vec::new();
+            let mut next = 0;
+            while next < total {
+                if !model.wait_for_position(next, Duration::from_secs(30)) {
+                    break;
+                }
+                let now = Instant::now();
+                let reached = model.position().unwrap_or(0);
+                seen.push((reached, now));
+                next = reached + 1;
+            }
+            seen
+        })
+    };
+    // (position, call, acknowledgement) of each append, filled by the store's callbacks.
+    let acks: Arc<Mutex<Vec<(u64, Instant, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate.max(1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let event = NewEvent {
+            id: None,
+            event_type: "Benchmarked".to_string(),
+            data: data.to_string(),
+            metadata: None,
+        };
+        let (acks, failures) = (Arc::clone(&acks), Arc::clone(&failures));
+        let called = Instant::now();
+        store.append_with(
+            &format!("latency-{}", i % 64),
+            ExpectedVersion::Any,
+            vec![event],
+            move |r| {
+                let now = Instant::now();
+                match r {
+                    Ok(r) => acks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((r.position, called, now)),
+                    Err(e) => failures.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string()),
+                }
+            },
+        );
+    }
+    let seen = observer
+        .join()
+        .map_err(|_| Error::Execution("bench store: the latency observer panicked".into()))?;
+    projection.stop()?;
+    if let Some(e) = failures.lock().unwrap_or_else(|p| p.into_inner()).first() {
+        return Err(Error::Execution(format!("bench store: a latency append failed: {e}")));
+    }
+    let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|p| p.into_inner()));
+    if acks.len() as u64 != total || seen.last().is_none_or(|(p, _)| *p + 1 < total) {
+        return Err(Error::Execution(format!(
+            "bench store: {} of {total} latency appends acknowledged, the table reached position {:?}",
+            acks.len(),
+            seen.last().map(|(p, _)| *p)
+        )));
+    }
+    let mut visible = Vec::with_capacity(acks.len());
+    let mut append = Vec::with_capacity(acks.len());
+    for &(position, called, acked) in &acks {
+        append.push(acked.saturating_duration_since(called));
+        // The first observation at or past the append's position.
+        let i = seen.partition_point(|(p, _)| *p < position);
+        if let Some((_, at)) = seen.get(i) {
+            visible.push(at.saturating_duration_since(called));
+        }
+    }
+    Ok(LatencyFigures {
+        appends: total,
+        visible: quantiles(&mut visible),
+        append: quantiles(&mut append),
+    })
+}
+
+/// The hand loop of the latency measurement: `n` times one write of `data` and a newline and
+/// one fdatasync; p50, p99 and max of each.
+fn hand_sync_latency(path: &Path, n: usize, data: &str) -> Result<[Duration; 3]> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error("cannot create", parent))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error("cannot create", path))?;
+    let mut line = data.as_bytes().to_vec();
+    line.push(b'\n');
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        file.write_all(&line).map_err(io_error("cannot write", path))?;
+        file.sync_data().map_err(io_error("cannot sync", path))?;
+        samples.push(t.elapsed());
+    }
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    Ok(quantiles(&mut samples))
 }
 
 /// A JSON object of exactly `bytes` bytes: `{"p":"xxx…"}`.

@@ -69,15 +69,28 @@ fn bench_store_checks_every_append_and_read() {
         "20",
         "--read-events",
         "3000",
+        "--latency-rates",
+        "200",
+        "--latency-intervals",
+        "5,20",
+        "--latency-secs",
+        "0.2",
         "--dir",
         dir.path().to_str().expect("utf-8 path"),
     ]));
-    // The benchmark fails unless every version and every event read back is the expected one.
+    // The benchmark fails unless every version and every event read back is the expected one,
+    // and unless the read model reaches every append of the latency runs.
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("riffle bench store: "), "{out}");
     let appends: Vec<Option<&str>> = lines[2..4].iter().map(|l| l.split_whitespace().nth(1)).collect();
     assert_eq!(appends, [Some("20"), Some("80")], "{out}");
     assert_eq!(lines[6].split_whitespace().next(), Some("3000"), "{out}");
+    assert!(lines[8].starts_with("append -> read-model visible"), "{out}");
+    let latency: Vec<Vec<&str>> = lines[10..12]
+        .iter()
+        .map(|l| l.split_whitespace().take(3).collect())
+        .collect();
+    assert_eq!(latency, [["200", "5", "40"], ["200", "20", "40"]], "{out}");
     // It cleans up after itself.
     assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0, "{out}");
 }

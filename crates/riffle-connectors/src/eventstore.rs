@@ -372,6 +372,16 @@ impl LineReader for StoreReader {
         &self.origin
     }
 
+    /// A store open for writing in this process publishes its events itself, and calls
+    /// `wake` as it does; a read-only store finds them only when polled (it refreshes).
+    fn wake_on_data(&mut self, wake: &Arc<dyn Fn() + Send + Sync>) -> bool {
+        if self.read_only {
+            return false;
+        }
+        self.store.wake_on_new_events(wake);
+        true
+    }
+
     fn poll(&mut self, max_lines: usize) -> Result<Poll> {
         if self.pending.is_empty() {
             if self.until.is_some_and(|until| self.next >= until) {

@@ -77,6 +77,12 @@ pub trait LineReader: Send {
     fn position(&self) -> Option<SplitPosition> {
         None
     }
+    /// Asks the split to call `wake` when it may have lines again after a [`Poll::Pending`];
+    /// returns whether it will. A split that cannot tell returns false (the default), and its
+    /// reader polls it again on a timer. `wake` must be quick and must not block.
+    fn wake_on_data(&mut self, _wake: &Arc<dyn Fn() + Send + Sync>) -> bool {
+        false
+    }
 }
 
 /// One independently read part of a source.

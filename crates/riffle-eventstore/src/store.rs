@@ -20,7 +20,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -78,6 +78,9 @@ struct Shared {
     head: Mutex<u64>,
     grown: Condvar,
     watch: tokio::sync::watch::Sender<u64>,
+    /// Called after each publication (see [`EventStore::wake_on_new_events`]); dropped ones
+    /// are pruned as they are found.
+    wakers: Mutex<Vec<Weak<dyn Fn() + Send + Sync>>>,
     /// Group commits written (each one write and one fsync) and appends answered.
     commits: std::sync::atomic::AtomicU64,
     appends: std::sync::atomic::AtomicU64,
@@ -200,6 +203,7 @@ impl EventStore {
             watch: tokio::sync::watch::Sender::new(head),
             commits: Default::default(),
             appends: Default::default(),
+            wakers: Mutex::new(Vec::new()),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -246,6 +250,7 @@ impl EventStore {
                     watch: tokio::sync::watch::Sender::new(head),
                     commits: Default::default(),
                     appends: Default::default(),
+                    wakers: Mutex::new(Vec::new()),
                 }),
                 requests: Mutex::new(None),
                 writer: Mutex::new(None),
@@ -522,6 +527,17 @@ impl EventStore {
         *head
     }
 
+    /// Calls `wake` each time new events become readable (after the sync that makes them
+    /// durable, on the thread that publishes them: the writer, or the one refreshing a
+    /// read-only store), until the caller drops its last clone of `wake` (the store keeps a
+    /// weak reference). `wake` must be quick and must not block (it may read the store): a
+    /// reader that polls uses it to be rescheduled instead of polling on a timer.
+    pub fn wake_on_new_events(&self, wake: &Arc<dyn Fn() + Send + Sync>) {
+        let mut wakers = self.inner.shared.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        wakers.retain(|w| w.strong_count() > 0);
+        wakers.push(Arc::downgrade(wake));
+    }
+
     /// A channel that holds the head and changes when it grows, for async callers (of a
     /// writer's store; a read-only store's changes when [`EventStore::refresh`] finds events).
     pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -612,10 +628,21 @@ impl EventStore {
 impl Shared {
     fn publish(&self, head: u64) {
         let mut h = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        if head > *h {
-            *h = head;
-            self.grown.notify_all();
-            self.watch.send_replace(head);
+        if head <= *h {
+            return;
+        }
+        *h = head;
+        self.grown.notify_all();
+        self.watch.send_replace(head);
+        drop(h);
+        // Called outside every lock of the store: a waker may take its own locks.
+        let wakers: Vec<Arc<dyn Fn() + Send + Sync>> = {
+            let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+            wakers.retain(|w| w.strong_count() > 0);
+            wakers.iter().filter_map(Weak::upgrade).collect()
+        };
+        for wake in wakers {
+            wake();
         }
     }
 }
@@ -858,9 +885,16 @@ impl Writer {
                     if !result.already_written {
                         timestamp = timestamp.max(now_millis());
                         for (i, e) in r.events.into_iter().enumerate() {
-                            let id = e.id.unwrap_or_else(Uuid::new_v4);
                             let version = result.first_version + i as u64;
-                            ids.insert(id, (r.stream.clone(), version, next_position));
+                            // Only a client's ids can come again later in the group; an id
+                            // made here is known to nobody before the group is published.
+                            let id = match e.id {
+                                Some(id) => {
+                                    ids.insert(id, (r.stream.clone(), version, next_position));
+                                    id
+                                }
+                                None => Uuid::new_v4(),
+                            };
                             events.push(RecordedEvent {
                                 stream: r.stream.clone(),
                                 id,

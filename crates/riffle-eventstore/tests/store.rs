@@ -688,3 +688,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_waker_is_called_once_new_events_are_readable_and_no_more_once_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path()).unwrap();
+    // The head each call sees: the events that woke it are readable by then.
+    let seen: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let wake: Arc<dyn Fn() + Send + Sync> = {
+        let (seen, store) = (Arc::clone(&seen), store.clone());
+        Arc::new(move || seen.lock().unwrap().push(store.head()))
+    };
+    store.wake_on_new_events(&wake);
+    store
+        .append("a-1", ExpectedVersion::NoStream, vec![ev("A", 1)])
+        .unwrap();
+    // Published (and the waker called) before the append is answered.
+    assert_eq!(*seen.lock().unwrap(), [1]);
+    store
+        .append("a-1", ExpectedVersion::Exact(0), vec![ev("A", 2), ev("A", 3)])
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), [1, 3]);
+    // A failed append publishes nothing and wakes nobody.
+    assert!(store
+        .append("a-1", ExpectedVersion::NoStream, vec![ev("A", 4)])
+        .is_err());
+    assert_eq!(*seen.lock().unwrap(), [1, 3]);
+    drop(wake);
+    store.append("a-1", ExpectedVersion::Any, vec![ev("A", 5)]).unwrap();
+    assert_eq!(*seen.lock().unwrap(), [1, 3]);
+}

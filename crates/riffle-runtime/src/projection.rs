@@ -88,6 +88,7 @@ pub fn store_events<'s>(env: &mut StreamEnv<'s>, splits: &[SplitSpec]) -> DataSt
                     reader,
                     spec: spec.clone(),
                     ctx: Arc::clone(&ctx),
+                    wake: None,
                 }),
             )),
             Err(e) => ctx.fail(e),
@@ -101,6 +102,8 @@ struct EventSplit {
     reader: Box<dyn LineReader>,
     spec: SplitSpec,
     ctx: Arc<JobContext>,
+    /// The source's waker, for a reader opened again by `seek`.
+    wake: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl SplitReader<StoreEvent> for EventSplit {
@@ -131,7 +134,15 @@ impl SplitReader<StoreEvent> for EventSplit {
 
     fn seek(&mut self, position: SplitPosition) -> Result<()> {
         self.reader = self.spec.open_at(Some(position))?;
+        if let Some(wake) = &self.wake {
+            self.reader.wake_on_data(wake);
+        }
         Ok(())
+    }
+
+    fn wake_on_data(&mut self, wake: &Arc<dyn Fn() + Send + Sync>) -> bool {
+        self.wake = Some(Arc::clone(wake));
+        self.reader.wake_on_data(wake)
     }
 }
 
