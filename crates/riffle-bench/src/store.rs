@@ -37,6 +37,11 @@ pub struct StoreBenchArgs {
     /// Numbers of concurrent writer threads to measure (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     writers: Vec<usize>,
+    /// Numbers of concurrent asynchronous writers to measure (comma separated):
+    /// each issues its next append from the acknowledgement of its previous one
+    /// (`append_with`), as the HTTP server's tasks do, so no thread waits per writer.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    async_writers: Vec<usize>,
     /// Appends each writer makes (one event each).
     #[arg(long, default_value_t = 200)]
     appends_per_writer: u64,
@@ -99,16 +104,30 @@ pub fn run(args: StoreBenchArgs) -> Result<()> {
         "{:>8} {:>9} {:>9} {:>12} {:>9} {:>11} {:>16} {:>7}",
         "writers", "appends", "secs", "appends/s", "commits", "ev/commit", "loop events/s", "ratio"
     );
-    for &writers in &args.writers {
+    let runs = args
+        .writers
+        .iter()
+        .map(|w| (*w, false))
+        .chain(args.async_writers.iter().map(|w| (*w, true)));
+    for (writers, asynchronous) in runs {
         let dir = base.join(format!("append-{writers}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let f = measure_appends(&dir, writers, args.appends_per_writer, &data)?;
+        let f = if asynchronous {
+            measure_async_appends(&dir, writers, args.appends_per_writer, &data)?
+        } else {
+            measure_appends(&dir, writers, args.appends_per_writer, &data)?
+        };
+        let label = if asynchronous {
+            format!("{writers} async")
+        } else {
+            writers.to_string()
+        };
         let batch = (f.appends as f64 / f.commits.max(1) as f64).round().max(1.0) as u64;
         let loop_rate = hand_group_commit(&dir.join("hand-loop.log"), f.appends, batch, &data)?;
         let rate = f.appends as f64 / f.secs;
         println!(
             "{:>8} {:>9} {:>9.3} {:>12.0} {:>9} {:>11.1} {:>16.0} {:>6.2}x",
-            writers,
+            label,
             f.appends,
             f.secs,
             rate,
@@ -420,6 +439,91 @@ fn measure_appends(dir: &Path, writers: usize, per_writer: u64, data: &str) -> R
         secs,
         commits: after.commits - before.commits,
     })
+}
+
+/// `writers` asynchronous writers, each appending `per_writer` single-event appends to its own
+/// stream with the exact expected version: the next append of a writer is sent from the
+/// acknowledgement of its previous one (on the store's writer thread), the way an async server
+/// answers its clients, so the measurement is the store's, not the cost of waking a blocked
+/// thread per append. Checks every version.
+fn measure_async_appends(dir: &Path, writers: usize, per_writer: u64, data: &str) -> Result<AppendFigures> {
+    let store = EventStore::open(dir).map_err(store_error("cannot open the store"))?;
+    let before = store.writer_stats();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<()>>();
+    let data: Arc<str> = Arc::from(data);
+    let t = Instant::now();
+    for w in 0..writers {
+        append_chain(
+            store.clone(),
+            Arc::from(format!("bench-{w}").as_str()),
+            0,
+            per_writer,
+            Arc::clone(&data),
+            done_tx.clone(),
+        );
+    }
+    drop(done_tx);
+    for _ in 0..writers {
+        done_rx
+            .recv()
+            .map_err(|_| Error::Execution("bench store: an async writer was dropped unanswered".into()))??;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let after = store.writer_stats();
+    let appends = writers as u64 * per_writer;
+    if store.head() != appends {
+        return Err(Error::Execution(format!(
+            "bench store: the head is {} after {appends} appends",
+            store.head()
+        )));
+    }
+    Ok(AppendFigures {
+        appends,
+        secs,
+        commits: after.commits - before.commits,
+    })
+}
+
+/// Appends version `v` of `stream`, and from its acknowledgement the next one, up to `n`;
+/// reports the end (or the first failure) on `done`.
+fn append_chain(
+    store: EventStore,
+    stream: Arc<str>,
+    v: u64,
+    n: u64,
+    data: Arc<str>,
+    done: std::sync::mpsc::Sender<Result<()>>,
+) {
+    let expected = match v {
+        0 => ExpectedVersion::NoStream,
+        v => ExpectedVersion::Exact(v - 1),
+    };
+    let event = NewEvent {
+        id: None,
+        event_type: "Benchmarked".to_string(),
+        data: data.to_string(),
+        metadata: None,
+    };
+    let next = store.clone();
+    let name = Arc::clone(&stream);
+    store.append_with(&name, expected, vec![event], move |r| match r {
+        Ok(r) if r.first_version == v => {
+            if v + 1 == n {
+                let _ = done.send(Ok(()));
+            } else {
+                append_chain(next, stream, v + 1, n, data, done);
+            }
+        }
+        Ok(r) => {
+            let _ = done.send(Err(Error::Execution(format!(
+                "bench store: {stream} appended at version {}, {v} expected",
+                r.first_version
+            ))));
+        }
+        Err(e) => {
+            let _ = done.send(Err(Error::Execution(format!("bench store: append: {e}"))));
+        }
+    });
 }
 
 /// The hand-written group commit: `events` records of `data` (and a newline) appended to one
