@@ -118,7 +118,7 @@ pub fn run(args: StoreBenchArgs) -> Result<()> {
             measure_appends(&dir, writers, args.appends_per_writer, &data)?
         };
         let label = if asynchronous {
-            format!("{writers} async")
+            format!("{writers}-async")
         } else {
             writers.to_string()
         };

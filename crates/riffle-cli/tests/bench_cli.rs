@@ -65,6 +65,8 @@ fn bench_store_checks_every_append_and_read() {
         "store",
         "--writers",
         "1,4",
+        "--async-writers",
+        "3",
         "--appends-per-writer",
         "20",
         "--read-events",
@@ -82,11 +84,14 @@ fn bench_store_checks_every_append_and_read() {
     // and unless the read model reaches every append of the latency runs.
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("riffle bench store: "), "{out}");
-    let appends: Vec<Option<&str>> = lines[2..4].iter().map(|l| l.split_whitespace().nth(1)).collect();
-    assert_eq!(appends, [Some("20"), Some("80")], "{out}");
-    assert_eq!(lines[6].split_whitespace().next(), Some("3000"), "{out}");
-    assert!(lines[8].starts_with("append -> read-model visible"), "{out}");
-    let latency: Vec<Vec<&str>> = lines[10..12]
+    let appends: Vec<Vec<&str>> = lines[2..5]
+        .iter()
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
+    assert_eq!(appends, [["1", "20"], ["4", "80"], ["3-async", "60"]], "{out}");
+    assert_eq!(lines[7].split_whitespace().next(), Some("3000"), "{out}");
+    assert!(lines[9].starts_with("append -> read-model visible"), "{out}");
+    let latency: Vec<Vec<&str>> = lines[11..13]
         .iter()
         .map(|l| l.split_whitespace().take(3).collect())
         .collect();
