@@ -22,6 +22,8 @@ pub struct BankConfig {
     pub checkpoint_interval: Duration,
     /// The projection's worker threads.
     pub workers: usize,
+    /// When set, every request but `GET /healthz` needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// Runs the bank on `listener` until `shutdown` completes.
@@ -50,7 +52,12 @@ pub async fn run(
     projection.workers = config.workers.max(1);
     let projection = Projection::spawn(projection, crate::projection::build)?;
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-    let app = crate::server::router(store.clone(), projection.model().clone(), closing_rx);
+    let app = crate::server::router(
+        store.clone(),
+        projection.model().clone(),
+        closing_rx,
+        config.token.as_deref(),
+    );
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

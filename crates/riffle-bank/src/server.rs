@@ -42,15 +42,25 @@ struct Bank {
 }
 
 /// The bank's routes over `store` (commands) and `model` (queries), with the store's API
-/// under `/store`.
-pub fn router(store: EventStore, model: ReadModel, closing: tokio::sync::watch::Receiver<bool>) -> Router {
+/// under `/store`; with a `token`, every route but `GET /healthz` needs
+/// `Authorization: Bearer <token>`.
+pub fn router(
+    store: EventStore,
+    model: ReadModel,
+    closing: tokio::sync::watch::Receiver<bool>,
+    token: Option<&str>,
+) -> Router {
     let bank = Arc::new(Bank {
         accounts: CommandHandler::new(store.clone()),
         transfers: Transfers::new(store.clone()),
         model,
     });
-    let store_api = riffle_store_server::router(store, &riffle_store_server::ServerOptions::default(), closing);
-    Router::new()
+    let options = riffle_store_server::ServerOptions {
+        token: token.map(str::to_string),
+        ..riffle_store_server::ServerOptions::default()
+    };
+    let store_api = riffle_store_server::router(store, &options, closing);
+    let bank_api = Router::new()
         .route("/accounts/{id}/open", post(open))
         .route("/accounts/{id}/deposit", post(deposit))
         .route("/accounts/{id}/withdraw", post(withdraw))
@@ -58,7 +68,10 @@ pub fn router(store: EventStore, model: ReadModel, closing: tokio::sync::watch::
         .route("/accounts/{id}", get(account))
         .route("/accounts/{id}/daily", get(daily))
         .route("/top-accounts", get(top_accounts))
-        .with_state(bank)
+        .with_state(bank);
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .merge(riffle_store_server::require_token(bank_api, token))
         .nest("/store", store_api)
 }
 

@@ -40,6 +40,13 @@ pub struct BankServeArgs {
     /// The projection's worker threads.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     workers: u64,
+    /// Require `Authorization: Bearer <TOKEN>` on every request but /healthz.
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// Like --token, the token read from this file (surrounding whitespace removed), so that
+    /// it does not show in the process list.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 /// Runs a `riffle example` subcommand.
@@ -52,6 +59,23 @@ pub fn run(cmd: ExampleCommand) -> Result<()> {
 fn serve_bank(args: BankServeArgs) -> Result<()> {
     if args.checkpoint_interval.is_zero() {
         return Err(Error::Config("--checkpoint-interval must be more than 0".into()));
+    }
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| Error::Io {
+                    what: "cannot read the token file",
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if token.as_deref() == Some("") {
+        return Err(Error::Config("the token is empty".into()));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -80,6 +104,7 @@ fn serve_bank(args: BankServeArgs) -> Result<()> {
             data: args.data.clone(),
             checkpoint_interval: args.checkpoint_interval,
             workers: args.workers as usize,
+            token,
         };
         riffle_bank::app::run(config, listener, riffle_store_server::shutdown_signal()).await
     })?;

@@ -345,3 +345,48 @@ fn read_your_writes_under_concurrency_and_exactly_once_across_a_crash() {
     let rebuilt = read_model(&a, &server, &ids, at);
     assert_eq!(rebuilt, after_crash);
 }
+
+/// With `--token`, every route but `/healthz` (the bank's and the store's under `/store`)
+/// answers 401 without the bearer token, and works with it.
+#[test]
+fn a_token_guards_every_route_but_healthz() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = common::HttpServer::start(&[
+        "example",
+        "bank",
+        "serve",
+        "--data",
+        dir.path().to_str().expect("utf-8 path"),
+        "--token",
+        "s3cret",
+    ]);
+    let a = agent();
+    assert_eq!(get(&a, &server.url("/healthz")).0, 200);
+    for path in ["/accounts/ann", "/top-accounts", "/store/all", "/store/head"] {
+        let (status, body) = get(&a, &server.url(path));
+        assert_eq!(status, 401, "{path}: {body}");
+        let wrong = answer(a.get(server.url(path)).header("Authorization", "Bearer nope").call());
+        assert_eq!(wrong.0, 401, "{path}: {}", wrong.1);
+    }
+    assert_eq!(
+        post(&a, &server.url("/accounts/ann/open"), json!({"owner": "Ann"}), None).0,
+        401
+    );
+    let opened = answer(
+        a.post(server.url("/accounts/ann/open"))
+            .header("Authorization", "Bearer s3cret")
+            .content_type("application/json")
+            .send(json!({"owner": "Ann"}).to_string()),
+    );
+    assert_eq!(opened.0, 201, "{}", opened.1);
+    let p = opened.1["position"].as_u64().expect("position");
+    let row = answer(
+        a.get(server.url(&format!("/accounts/ann?min_position={p}")))
+            .header("Authorization", "Bearer s3cret")
+            .call(),
+    );
+    assert_eq!((row.0, row.1["owner"].as_str()), (200, Some("Ann")), "{}", row.1);
+    let (status, stderr) = server.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "the token leaked into the log: {stderr}");
+}

@@ -107,17 +107,24 @@ pub fn router(store: EventStore, options: &ServerOptions, closing: watch::Receiv
         .route("/subscribe/streams/{stream}", get(subscribe::stream))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state);
-    let api = match &options.token {
-        Some(token) => api.route_layer(axum::middleware::from_fn_with_state(
-            Arc::<str>::from(token.as_str()),
-            auth::require_token,
-        )),
-        None => api,
-    };
+    let api = require_token(api, options.token.as_deref());
     Router::new()
         .route("/healthz", get(healthz))
         .merge(api)
         .fallback(not_found)
+}
+
+/// `routes` with the bearer-token check of `--token` on every one of them (401 without
+/// `Authorization: Bearer <token>`), or as they are without a token: for another binary that
+/// mounts its own routes beside the store's (the bank example).
+pub fn require_token(routes: Router, token: Option<&str>) -> Router {
+    match token {
+        Some(token) => routes.route_layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(token),
+            auth::require_token,
+        )),
+        None => routes,
+    }
 }
 
 /// Serves the store on `listener` until `shutdown` completes, then stops accepting
