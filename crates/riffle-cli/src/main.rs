@@ -17,6 +17,7 @@ mod nexmark;
 mod options;
 mod sketch_jobs;
 mod store;
+mod supervise;
 mod wordcount;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,9 @@ enum Command {
     /// Example applications on Riffle (the event-sourced bank).
     #[command(subcommand)]
     Example(example::ExampleCommand),
+    /// Run the processes of a job and start them again from the newest checkpoint when one
+    /// fails, with Flink's restart strategies: riffle supervise [OPTIONS] -- <job arguments>.
+    Supervise(supervise::SuperviseArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -133,6 +137,7 @@ fn main() {
         Command::Nexmark(cmd) => nexmark::run(cmd),
         Command::Store(cmd) => store::run(cmd),
         Command::Example(cmd) => example::run(cmd),
+        Command::Supervise(args) => supervise::run(args),
         Command::Generate(GenerateCommand::Words(a)) => {
             let gen = riffle_connectors::generator::WordGenerator {
                 lines: a.lines,

@@ -226,9 +226,11 @@ fn run_query(args: RunArgs) -> Result<()> {
     // The checkpoint store before anything is written (the dead-letter file, the sink): a
     // checkpoint of another query or other events is refused with nothing changed.
     let fingerprint = args.fingerprint(&config, splits);
-    let store = args
-        .checkpoints
-        .open(fingerprint, input.as_deref().unwrap_or_default())?;
+    let store = args.checkpoints.open(
+        fingerprint,
+        input.as_deref().unwrap_or_default(),
+        args.execution.process,
+    )?;
     let mut ctx = crate::job_end::context(args.strict, args.max_malformed_ratio, args.dead_letter.as_deref())?;
     if let Some(store) = store {
         ctx = ctx.with_checkpoints(store);

@@ -31,6 +31,16 @@ impl ExecutionArgs {
         }
         check_workers(self.workers, cores())?;
         if self.processes <= 1 {
+            // --addresses without --processes would run one single-process job per process,
+            // each on its own, sharing the checkpoint and output directories.
+            if self.addresses.len() > 1 {
+                return Err(Error::Config(format!(
+                    "--addresses lists {} processes but --processes is {}: pass --processes {} too",
+                    self.addresses.len(),
+                    self.processes,
+                    self.addresses.len()
+                )));
+            }
             return Ok(ExecutionConfig::threads(self.workers));
         }
         let addresses = if self.addresses.is_empty() {
@@ -278,6 +288,7 @@ impl CheckpointArgs {
         &self,
         fingerprint: JobFingerprint,
         splits: &[riffle_connectors::SplitSpec],
+        process: usize,
     ) -> Result<Option<CheckpointStore>> {
         let Some(dir) = &self.checkpoint_dir else {
             return Ok(None);
@@ -303,12 +314,15 @@ impl CheckpointArgs {
                 "--checkpoint-dir: the job reads {what}, which cannot be read again from a checkpoint (what it sent before a restart is gone); write the input to a file and read that (file://PATH), or use a Kafka topic"
             )));
         }
-        let store = CheckpointStore::open(CheckpointConfig {
-            dir: dir.clone(),
-            interval: std::time::Duration::from_millis(interval as u64),
-            retain: self.retain_checkpoints,
-            fingerprint,
-        })?;
+        let store = CheckpointStore::open_exclusive(
+            CheckpointConfig {
+                dir: dir.clone(),
+                interval: std::time::Duration::from_millis(interval as u64),
+                retain: self.retain_checkpoints,
+                fingerprint,
+            },
+            process,
+        )?;
         if let Some(e) = store.restored_epoch() {
             tracing::warn!("resuming from checkpoint {e} in {}", dir.display());
         }
@@ -492,7 +506,9 @@ impl SourceArgs {
         });
         // The checkpoint store first: a checkpoint of another job is refused before anything
         // (the dead-letter file, the sinks) is created.
-        let store = self.checkpoints.open(self.fingerprint(job)?, &splits)?;
+        let store = self
+            .checkpoints
+            .open(self.fingerprint(job)?, &splits, self.execution.process)?;
         let mut ctx = crate::job_end::context(self.strict, self.max_malformed_ratio, self.dead_letter.as_deref())?;
         if let Some(store) = store {
             ctx = ctx.with_checkpoints(store);

@@ -1,13 +1,18 @@
 //! The exactly-once file sink (`--sink file://DIR`): part files committed after checkpoints.
 //!
-//! Each worker appends the results of epoch `e` to `DIR/.pending/part-<e>-w<worker>`. When
-//! every record of `e` has arrived it syncs and closes that file (pre-commit). Once the
+//! Each worker appends the results of epoch `e` to `DIR/.pending/part-<e>-w<worker>-a<attempt>`.
+//! When every record of `e` has arrived it syncs and closes that file (pre-commit). Once the
 //! checkpoint of `e` is complete, the pending files of epochs `≤ e` are renamed to
 //! `DIR/part-<e>-w<worker>` (commit), as Flink's file sink does. A crash before the checkpoint
 //! completes loses only pending files, which recovery deletes (their epochs are replayed); a
 //! crash after it is finished by recovery, which renames what is left. So `DIR/part-*` holds
 //! every result exactly once. Without checkpoints, everything is committed when the input
 //! ends.
+//!
+//! The attempt in a pending file's name is the fence of riffle-state: a commit renames only
+//! its own attempt's files, and recovery only those of the attempt that took the restored
+//! checkpoint, so that what a process of an older attempt (a zombie) still writes is never
+//! committed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -60,20 +65,21 @@ impl Sink for CommittedFileSink {
     }
 
     fn recover(&self, restored: Option<Restored<'_>>, _first_process: bool) -> Result<()> {
-        prepare_output_dir(&self.dir, restored.map(|r| r.epoch))
+        prepare_output_dir(&self.dir, restored.map(|r| (r.epoch, r.attempt)))
     }
 
     fn writer(&self, at: WriterContext) -> Result<Box<dyn SinkWriter>> {
         Ok(Box::new(PartFileWriter {
             pending: pending_dir(&self.dir),
             worker: at.worker,
+            attempt: at.attempt,
             buffers: BTreeMap::new(),
             files: BTreeMap::new(),
         }))
     }
 
-    fn commit(&self, epoch: u64) -> Result<()> {
-        commit_upto(&self.dir, epoch)
+    fn commit(&self, epoch: u64, attempt: u64) -> Result<()> {
+        commit_upto(&self.dir, epoch, attempt)
     }
 }
 
@@ -81,6 +87,7 @@ impl Sink for CommittedFileSink {
 struct PartFileWriter {
     pending: PathBuf,
     worker: usize,
+    attempt: u64,
     buffers: BTreeMap<u64, Vec<u8>>,
     files: BTreeMap<u64, std::fs::File>,
 }
@@ -91,7 +98,7 @@ impl PartFileWriter {
         if bytes.is_empty() {
             return Ok(());
         }
-        let path = self.pending.join(part_name(epoch, self.worker));
+        let path = self.pending.join(pending_name(epoch, self.worker, self.attempt));
         let file = match self.files.entry(epoch) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => v.insert(
@@ -139,7 +146,7 @@ impl SinkWriter for PartFileWriter {
         if let Some(file) = self.files.remove(&epoch) {
             file.sync_all().map_err(|source| Error::Io {
                 what: "cannot sync",
-                path: self.pending.join(part_name(epoch, self.worker)),
+                path: self.pending.join(pending_name(epoch, self.worker, self.attempt)),
                 source,
             })?;
         }
@@ -155,8 +162,23 @@ fn part_name(epoch: u64, worker: usize) -> String {
     format!("part-{epoch:010}-w{worker:03}")
 }
 
+/// The pending file of `epoch` on `worker`, written by `attempt`.
+fn pending_name(epoch: u64, worker: usize, attempt: u64) -> String {
+    format!("{}-a{attempt}", part_name(epoch, worker))
+}
+
 fn parse_part(name: &str) -> Option<u64> {
     name.strip_prefix("part-")?.split('-').next()?.parse().ok()
+}
+
+/// A pending file's epoch, attempt (0 for a riffle that did not number attempts) and the name
+/// it is committed under.
+fn parse_pending(name: &str) -> Option<(u64, u64, &str)> {
+    let epoch = parse_part(name)?;
+    Some(match name.rsplit_once("-a") {
+        Some((committed, attempt)) => (epoch, attempt.parse().ok()?, committed),
+        None => (epoch, 0, name),
+    })
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -167,12 +189,14 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// Makes the output directory consistent with the checkpoint being restored (or with a fresh
-/// start): commits pending files of restored epochs, deletes those of later ones, and deletes
-/// committed files of later epochs too (recovery fell back past a corrupt checkpoint; those
-/// epochs are replayed and written again). A fresh start refuses a directory that already
-/// holds committed results.
-pub fn prepare_output_dir(dir: &Path, restored_epoch: Option<u64>) -> Result<()> {
+/// Makes the output directory consistent with the checkpoint being restored (its epoch and the
+/// attempt that took it), or with a fresh start: commits the pending files that attempt wrote
+/// for restored epochs, deletes every other pending file (later epochs, older attempts'
+/// zombies), and deletes committed files of later epochs too (recovery fell back past a
+/// corrupt checkpoint; those epochs are replayed and written again). A fresh start refuses a
+/// directory that already holds committed results.
+pub fn prepare_output_dir(dir: &Path, restored: Option<(u64, u64)>) -> Result<()> {
+    let restored_epoch = restored.map(|(epoch, _)| epoch);
     let pending = pending_dir(dir);
     std::fs::create_dir_all(&pending).map_err(io("cannot create", &pending))?;
     if restored_epoch.is_none() {
@@ -187,7 +211,7 @@ pub fn prepare_output_dir(dir: &Path, restored_epoch: Option<u64>) -> Result<()>
             )));
         }
     }
-    commit_pending(dir, restored_epoch)?;
+    commit_pending(dir, restored)?;
     if let Some(restored) = restored_epoch {
         for entry in std::fs::read_dir(dir)
             .map_err(io("cannot list", dir))?
@@ -203,18 +227,20 @@ pub fn prepare_output_dir(dir: &Path, restored_epoch: Option<u64>) -> Result<()>
     Ok(())
 }
 
-/// Renames pending files of epochs `≤ upto` into place and deletes later ones (`None`: all
-/// pending files are deleted).
-fn commit_pending(dir: &Path, upto: Option<u64>) -> Result<()> {
+/// Renames the pending files of attempt `attempt` and epochs `≤ upto` into place and deletes
+/// every other one (`None`: all pending files are deleted).
+fn commit_pending(dir: &Path, upto: Option<(u64, u64)>) -> Result<()> {
     let pending = pending_dir(dir);
     for entry in std::fs::read_dir(&pending)
         .map_err(io("cannot list", &pending))?
         .filter_map(|e| e.ok())
     {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(epoch) = parse_part(&name) else { continue };
-        if upto.is_some_and(|u| epoch <= u) {
-            rename_once(&entry.path(), &dir.join(&name))?;
+        let Some((epoch, attempt, committed)) = parse_pending(&name) else {
+            continue;
+        };
+        if upto.is_some_and(|(u, a)| epoch <= u && attempt == a) {
+            rename_once(&entry.path(), &dir.join(committed))?;
         } else {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -231,16 +257,19 @@ fn rename_once(from: &Path, to: &Path) -> Result<()> {
     }
 }
 
-/// Commits pending files of epochs `≤ upto` (others stay pending).
-pub fn commit_upto(dir: &Path, upto: u64) -> Result<()> {
+/// Commits the pending files of `attempt` and epochs `≤ upto` (others stay pending; an older
+/// attempt's are deleted at the next recovery).
+pub fn commit_upto(dir: &Path, upto: u64, attempt: u64) -> Result<()> {
     let pending = pending_dir(dir);
     for entry in std::fs::read_dir(&pending)
         .map_err(io("cannot list", &pending))?
         .filter_map(|e| e.ok())
     {
         let name = entry.file_name().to_string_lossy().to_string();
-        if parse_part(&name).is_some_and(|e| e <= upto) {
-            rename_once(&entry.path(), &dir.join(&name))?;
+        if let Some((epoch, a, committed)) = parse_pending(&name) {
+            if epoch <= upto && a == attempt {
+                rename_once(&entry.path(), &dir.join(committed))?;
+            }
         }
     }
     Ok(())

@@ -523,7 +523,7 @@ impl Sink for ReadModelSink {
         }))
     }
 
-    fn commit(&self, epoch: u64) -> Result<()> {
+    fn commit(&self, epoch: u64, _attempt: u64) -> Result<()> {
         let ready: BTreeMap<u64, BTreeMap<usize, EpochRows>> = {
             let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
             let later = match epoch.checked_add(1) {

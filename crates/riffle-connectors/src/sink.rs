@@ -135,6 +135,9 @@ impl OutputBatch {
 pub struct Restored<'a> {
     /// The checkpoint's epoch: every result of it and before was pre-committed.
     pub epoch: u64,
+    /// The attempt of the job that took it: what its writers pre-committed is named by it (see
+    /// [`WriterContext::attempt`]).
+    pub attempt: u64,
     /// What the writers stored, from every worker of the run that took it.
     pub parts: &'a [(u32, Vec<u8>)],
 }
@@ -162,6 +165,12 @@ pub struct WriterContext {
     pub worker: usize,
     /// The number of workers of all processes.
     pub peers: usize,
+    /// The attempt of this run of the job (riffle-state's fencing: every start of a job with
+    /// checkpoints increments it; 0 without checkpoints). A writer names what it pre-commits
+    /// with it, and a commit makes visible only what its own attempt pre-committed, so that a
+    /// process of an older attempt that is still alive (a zombie) never gets its output
+    /// committed.
+    pub attempt: u64,
     /// The job's checkpoints.
     pub checkpoints: Option<Arc<dyn Checkpoints>>,
 }
@@ -203,10 +212,12 @@ pub trait Sink: Send + Sync {
     }
     /// The writer of one worker (see [`WriterContext`]).
     fn writer(&self, at: WriterContext) -> Result<Box<dyn SinkWriter>>;
-    /// Checkpoint `epoch` is complete (without checkpoints: the input ended, `u64::MAX`): makes
-    /// what the writers pre-committed up to it visible. Called on one worker of the job.
-    fn commit(&self, epoch: u64) -> Result<()> {
-        let _ = epoch;
+    /// Checkpoint `epoch` of attempt `attempt` is complete (without checkpoints: the input
+    /// ended, `u64::MAX`): makes what the writers of that attempt pre-committed up to it
+    /// visible. Called on one worker of the job, after the engine checked that no newer attempt
+    /// has started.
+    fn commit(&self, epoch: u64, attempt: u64) -> Result<()> {
+        let _ = (epoch, attempt);
         Ok(())
     }
     /// Once the job has ended: flushes, waits for background deliveries.

@@ -50,6 +50,10 @@ pub enum Error {
     /// The execution engine failed.
     #[error("execution failed: {0}")]
     Execution(String),
+    /// A newer attempt of the job has started: this process belongs to an older one (a zombie)
+    /// and must not commit anything. Never retryable: the process should exit.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl Error {

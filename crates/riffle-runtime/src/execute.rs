@@ -21,6 +21,10 @@
 //! and both values. Without this, processes started with different worker counts crash
 //! inside timely's networking (an index out of bounds), and processes with different windows
 //! mix their results silently.
+//!
+//! Process 0's hello also carries the job's **attempt number** ([`ATTEMPT_SETTING`], not
+//! compared): process 0 started the attempt when it opened the checkpoint store, and the other
+//! processes take it from there before they write anything (riffle-state's fencing).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -56,6 +60,10 @@ pub struct ExecutionConfig {
 /// The name under which the worker count of each process is compared across the processes
 /// of a cluster (the CLI's flag, so that a mismatch names the flag to fix).
 pub const WORKERS_SETTING: &str = "--workers";
+
+/// The name under which process 0 announces the attempt number of a job with checkpoints (see
+/// the [module docs](self)); not compared.
+pub const ATTEMPT_SETTING: &str = "checkpoint attempt";
 
 impl ExecutionConfig {
     /// One process with `threads` workers.
@@ -99,10 +107,25 @@ impl ExecutionConfig {
         Hello { settings }
     }
 
-    /// Timely's allocators for this process's workers, with the cluster connected.
-    fn allocators(&self) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>)> {
+    /// Timely's allocators for this process's workers, with the cluster connected; process 0
+    /// announces `attempt` (its checkpoint store's), and the others return the one it announced.
+    #[allow(clippy::type_complexity)]
+    fn allocators(
+        &self,
+        attempt: Option<u64>,
+    ) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>, Option<u64>)> {
         if self.addresses.len() > 1 {
-            let sockets = connect_cluster(&self.addresses, self.process, &self.hello(), CLUSTER_CONNECT_TIMEOUT)?;
+            let mut hello = self.hello();
+            if let (0, Some(a)) = (self.process, attempt) {
+                hello.settings.push((ATTEMPT_SETTING.to_string(), a.to_string()));
+            }
+            let (sockets, first) = connect_cluster(&self.addresses, self.process, &hello, CLUSTER_CONNECT_TIMEOUT)?;
+            let announced = first.and_then(|h| {
+                h.settings
+                    .iter()
+                    .find(|(name, _)| name == ATTEMPT_SETTING)
+                    .and_then(|(_, value)| value.parse().ok())
+            });
             let hooks = Hooks::default();
             let local = ProcessBuilder::new_typed_vector(self.threads, hooks.refill.clone(), hooks.spill.clone());
             let (builders, guard) =
@@ -111,6 +134,7 @@ impl ExecutionConfig {
             Ok((
                 builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
                 Box::new(guard),
+                announced,
             ))
         } else {
             let communication = if self.threads > 1 {
@@ -118,9 +142,10 @@ impl ExecutionConfig {
             } else {
                 timely::CommunicationConfig::Thread
             };
-            communication
+            let (builders, guard) = communication
                 .try_build()
-                .map_err(|e| Error::Execution(format!("cannot start workers: {e}")))
+                .map_err(|e| Error::Execution(format!("cannot start workers: {e}")))?;
+            Ok((builders, guard, None))
         }
     }
 }
@@ -214,6 +239,7 @@ impl Hello {
         let fields = |h: &Hello| {
             h.settings
                 .iter()
+                .filter(|(name, _)| name != ATTEMPT_SETTING)
                 .fold(crate::fingerprint::JobFingerprint::default(), |f, (name, value)| {
                     f.with(name.as_str(), value)
                 })
@@ -244,7 +270,8 @@ impl Hello {
 /// Connects process `me` to every other process of `addresses` with timely's handshake:
 /// dial each lower-numbered process (retrying until it listens) and send our index; accept
 /// one connection from each higher-numbered process and read its index. Returns one socket
-/// per process, `None` at `me`, as timely's `initialize_networking_from_sockets` expects.
+/// per process, `None` at `me`, as timely's `initialize_networking_from_sockets` expects, and
+/// process 0's hello (`None` on process 0).
 ///
 /// After the index the dialler sends `hello` and the acceptor answers with its own (see
 /// [`Hello`]); each side fails if the other's differs, so that no process starts with
@@ -257,7 +284,7 @@ pub fn connect_cluster(
     me: usize,
     hello: &Hello,
     timeout: Duration,
-) -> Result<Vec<Option<TcpStream>>> {
+) -> Result<(Vec<Option<TcpStream>>, Option<Hello>)> {
     let greeting = hello.encode();
     #[allow(clippy::disallowed_methods)] // a connection timeout: wall time
     let deadline = Instant::now() + timeout;
@@ -270,6 +297,7 @@ pub fn connect_cluster(
         .set_nonblocking(true)
         .map_err(|e| Error::Execution(format!("cannot configure listener on {}: {e}", addresses[me])))?;
     let mut sockets: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
+    let mut first = None;
     // Dial lower-numbered processes while also accepting higher-numbered ones, so that no
     // process waits on another's accept loop.
     let mut dialled = 0;
@@ -293,6 +321,9 @@ pub fn connect_cluster(
                     let peer = format!("process {dialled} at {}", addresses[dialled]);
                     let theirs = Hello::read(&mut stream, &peer)?;
                     hello.check(me, &theirs, dialled)?;
+                    if dialled == 0 {
+                        first = Some(theirs);
+                    }
                     stream
                         .set_read_timeout(None)
                         .map_err(|e| Error::Execution(format!("cannot configure cluster socket: {e}")))?;
@@ -357,7 +388,7 @@ pub fn connect_cluster(
             .filter(|&i| i != me && sockets[i].is_none())
             .collect();
         if missing.is_empty() {
-            return Ok(sockets);
+            return Ok((sockets, first));
         }
         #[allow(clippy::disallowed_methods)] // the connection timeout
         let expired = Instant::now() > deadline;
@@ -419,7 +450,10 @@ where
     let worker_ctx = Arc::clone(&ctx);
     let processes = config.addresses.len().max(1);
     let threads = config.threads;
-    let (allocators, others) = config.allocators()?;
+    let (allocators, others, attempt) = config.allocators(ctx.checkpoints().map(|s| s.attempt()))?;
+    if let (Some(store), Some(attempt)) = (ctx.checkpoints(), attempt) {
+        store.adopt_attempt(attempt);
+    }
     let guards = timely::execute::execute_from(allocators, others, timely::WorkerConfig::default(), move |worker| {
         let ctx = Arc::clone(&worker_ctx);
         crate::checkpoint::reset_stateful_names();
@@ -476,9 +510,9 @@ mod tests {
         let addresses = free_addresses(2);
         let addr1 = addresses.clone();
         let t = std::thread::spawn(move || {
-            connect_cluster(&addr1, 1, &b, Duration::from_secs(10)).map(|s| s.iter().flatten().count())
+            connect_cluster(&addr1, 1, &b, Duration::from_secs(10)).map(|(s, _)| s.iter().flatten().count())
         });
-        let r0 = connect_cluster(&addresses, 0, &a, Duration::from_secs(10)).map(|s| s.iter().flatten().count());
+        let r0 = connect_cluster(&addresses, 0, &a, Duration::from_secs(10)).map(|(s, _)| s.iter().flatten().count());
         let r1 = t
             .join()
             .unwrap_or_else(|_| Err(Error::Execution("process 1 panicked".into())));

@@ -43,6 +43,7 @@ pub mod join_op;
 mod keyed;
 mod progress;
 pub mod projection;
+pub mod restart;
 mod rolling_op;
 pub mod sink;
 pub mod source;

@@ -50,6 +50,7 @@ pub fn recover(sink: &dyn Sink, ctx: &JobContext, process: usize) -> Result<()> 
     sink.recover(
         restored.map(|epoch| Restored {
             epoch,
+            attempt: store.and_then(|s| s.restored_attempt()).unwrap_or(0),
             parts: &parts[..],
         }),
         process == 0,
@@ -96,6 +97,7 @@ pub(crate) fn write_to_sink<'s, D: crate::stream::Data>(
     // Results of a resumed run belong to its epochs, even those produced before the sources
     // have moved the frontier there (epochs before the restored checkpoint are committed).
     let first_epoch = store.as_ref().map_or(0, |s| s.start_epoch());
+    let attempt = store.as_ref().map_or(0, |s| s.attempt());
     let checkpoints = store.map(|store| {
         Arc::new(JobCheckpoints {
             store,
@@ -106,6 +108,7 @@ pub(crate) fn write_to_sink<'s, D: crate::stream::Data>(
     let mut writer = match sink.writer(WriterContext {
         worker,
         peers,
+        attempt,
         checkpoints,
     }) {
         Ok(w) => Some(w),
@@ -212,7 +215,7 @@ fn commit_operator(done: Stream<'_, Time, Vec<()>>, ctx: Arc<JobContext>, sink: 
                 input.for_each(|_cap, data| data.clear());
                 if worker == 0 && frontier.frontier().is_empty() && !committed {
                     committed = true;
-                    if let Err(e) = sink.commit(u64::MAX) {
+                    if let Err(e) = sink.commit(u64::MAX, 0) {
                         ctx.fail(e);
                     }
                 }
@@ -261,7 +264,10 @@ fn commit_operator(done: Stream<'_, Time, Vec<()>>, ctx: Arc<JobContext>, sink: 
 
 fn complete_checkpoint(store: &CheckpointStore, id: usize, epoch: u64, sink: &dyn Sink) -> Result<()> {
     if let Some(done) = store.sink_complete(id, epoch)? {
-        sink.commit(done)?;
+        // The manifest is written: the sink's commit obeys the same fence (a zombie that was
+        // stopped between the two must not rename what it pre-committed).
+        store.check_fence(&format!("commit the output of checkpoint {done} to {}", sink.name()))?;
+        sink.commit(done, store.attempt())?;
     }
     Ok(())
 }

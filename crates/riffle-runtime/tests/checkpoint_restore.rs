@@ -41,7 +41,7 @@ fn run(dir: &Path, out: &Path, workers: usize, job: Job) -> riffle_core::Result<
         fingerprint: riffle_runtime::checkpoint::JobFingerprint::default(),
     })
     .expect("checkpoint store");
-    riffle_connectors::file_sink::prepare_output_dir(out, store.restored_epoch())?;
+    riffle_connectors::file_sink::prepare_output_dir(out, store.restored_epoch().zip(store.restored_attempt()))?;
     let ctx = Arc::new(JobContext::new(true, Arc::new(SystemClock)).with_checkpoints(store));
     let (splits, out) = (input(), out.to_path_buf());
     execute(ExecutionConfig::threads(workers), ctx, move |env| {

@@ -52,7 +52,7 @@ impl Sink for RecordingSink {
             calls: Arc::clone(&self.calls),
         }))
     }
-    fn commit(&self, epoch: u64) -> Result<()> {
+    fn commit(&self, epoch: u64, _attempt: u64) -> Result<()> {
         self.calls.lock().expect("calls").push(Call::Commit { epoch });
         Ok(())
     }

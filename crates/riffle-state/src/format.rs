@@ -7,7 +7,8 @@
 //! `PartHeader` and the parts framed by hand; a manifest's body is a bincode `Manifest`.
 //! Snapshot parts themselves are bincode ([`encode`], [`decode`]).
 //!
-//! The directory layout (`chk-<epoch>/<operator>.w<worker>[.inc]`, `MANIFEST`, `job.json`) is
+//! The directory layout (`chk-<epoch>/<operator>.w<worker>.a<attempt>[.inc]`, `MANIFEST`,
+//! `job.json`, `ATTEMPT`) is
 //! here too: it is as much part of the format as the bytes.
 
 use std::io::Write;
@@ -86,11 +87,14 @@ pub(crate) fn epoch_file(epoch: u64, name: &str) -> String {
 /// Whether a file of an epoch directory holds operator parts (not the manifest, the
 /// fingerprint, or a file still being written).
 pub(crate) fn is_part_file(name: &str) -> bool {
-    name != MANIFEST_FILE && name != FINGERPRINT_FILE && !name.ends_with(TMP_SUFFIX)
+    name != MANIFEST_FILE
+        && name != FINGERPRINT_FILE
+        && name != crate::fence::ATTEMPT_FILE
+        && !name.ends_with(TMP_SUFFIX)
 }
 
 /// The name of the part file of `operator` on `worker`, made file-system safe.
-pub(crate) fn part_file_name(operator: &str, worker: usize, kind: SnapshotKind) -> String {
+pub(crate) fn part_file_name(operator: &str, worker: usize, kind: SnapshotKind, attempt: u64) -> String {
     let safe: String = operator
         .chars()
         .map(|c| {
@@ -102,9 +106,16 @@ pub(crate) fn part_file_name(operator: &str, worker: usize, kind: SnapshotKind) 
         })
         .collect();
     match kind {
-        SnapshotKind::Full => format!("{safe}.w{worker}"),
-        SnapshotKind::Incremental => format!("{safe}.w{worker}{INCREMENTAL_SUFFIX}"),
+        SnapshotKind::Full => format!("{safe}.w{worker}.a{attempt}"),
+        SnapshotKind::Incremental => format!("{safe}.w{worker}.a{attempt}{INCREMENTAL_SUFFIX}"),
     }
+}
+
+/// The attempt that wrote the part file `name` (see `crate::fence`); 0 for a file of a riffle
+/// that did not number its attempts.
+pub(crate) fn part_file_attempt(name: &str) -> u64 {
+    let name = name.strip_suffix(INCREMENTAL_SUFFIX).unwrap_or(name);
+    name.rsplit_once(".a").and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
 }
 
 /// `magic | version | body | XXH3-64 of all before`.
@@ -339,8 +350,15 @@ mod tests {
         assert_eq!(parse_epoch_dir("chk-x"), None);
         assert_eq!(parse_epoch_dir("out"), None);
         assert_eq!(epoch_file(7, "op.w0"), "chk-0000000007/op.w0");
-        assert_eq!(part_file_name("Window 1/x", 2, SnapshotKind::Full), "Window_1_x.w2");
-        assert_eq!(part_file_name("op", 0, SnapshotKind::Incremental), "op.w0.inc");
+        assert_eq!(
+            part_file_name("Window 1/x", 2, SnapshotKind::Full, 3),
+            "Window_1_x.w2.a3"
+        );
+        assert_eq!(part_file_name("op", 0, SnapshotKind::Incremental, 12), "op.w0.a12.inc");
+        assert_eq!(part_file_attempt("op.w0.a12.inc"), 12);
+        assert_eq!(part_file_attempt("Window_1_x.w2.a3"), 3);
+        assert_eq!(part_file_attempt("op.w0.inc"), 0, "a file of a riffle without attempts");
+        assert_eq!(part_file_attempt("op.w0"), 0);
         assert!(is_part_file("op.w0.inc"));
         assert!(!is_part_file(MANIFEST_FILE) && !is_part_file(FINGERPRINT_FILE) && !is_part_file("op.w0.tmp"));
     }

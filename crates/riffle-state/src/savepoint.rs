@@ -40,11 +40,15 @@ pub fn savepoint(from: &Path, to: &Path) -> Result<u64> {
         // checkpoint has none: its savepoint neither).
         let fingerprint = epoch_file(epoch, FINGERPRINT_FILE);
         let fingerprint = from.join(&fingerprint).exists().then_some(fingerprint);
+        // The attempt that took it, likewise (see the crate's `fence` module).
+        let attempt = epoch_file(epoch, crate::fence::ATTEMPT_FILE);
+        let attempt = from.join(&attempt).exists().then_some(attempt);
         for rel in manifest
             .files
             .iter()
             .map(String::as_str)
             .chain(fingerprint.as_deref())
+            .chain(attempt.as_deref())
             .chain([epoch_file(epoch, MANIFEST_FILE).as_str()])
         {
             let (src, dst) = (from.join(rel), to.join(rel));
@@ -66,6 +70,15 @@ pub fn savepoint(from: &Path, to: &Path) -> Result<u64> {
 }
 
 impl CheckpointStore {
+    /// The epoch of the newest checkpoint of `dir` with a manifest (`None` if there is none, or
+    /// no directory): how a supervisor watching from outside sees that a job makes progress.
+    pub fn newest_complete(dir: &Path) -> Result<Option<u64>> {
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        Ok(manifest::newest_complete(&CheckpointStore::epoch_dirs(dir)?, 0))
+    }
+
     /// The fingerprint of the checkpoint a store opened on `dir` would restore: that of its
     /// newest checkpoint with a manifest (`None` if there is none, or if that checkpoint has no
     /// fingerprint). Reads only that small file, for a job to adopt a setting it leaves to its

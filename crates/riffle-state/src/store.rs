@@ -8,9 +8,12 @@
 //!
 //! ```text
 //! chk-0000000007/                      the files written for epoch 7
-//!     <operator>.w<worker>             one file per stateful operator and worker
+//!     <operator>.w<worker>.a<attempt>  one file per stateful operator and worker
 //! chk-0000000007/job.json              the fingerprint of the job that took it
+//! chk-0000000007/ATTEMPT               the attempt that took it
 //! chk-0000000007/MANIFEST              written last: the checkpoint is complete
+//! ATTEMPT                              the newest attempt (see the crate's `fence` module)
+//! LOCK.p<process>                      held by the running process of each index
 //! ```
 //!
 //! A manifest lists every file this run wrote at or before its epoch, oldest first: operators
@@ -29,6 +32,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,8 +40,8 @@ use riffle_core::{Error, Result};
 
 use crate::fingerprint::{JobFingerprint, FINGERPRINT_FILE};
 use crate::format::{
-    epoch_dir, manifest_path, parse_epoch_dir, part_file_name, read_manifest, read_part_file, seal_manifest,
-    write_atomically, write_part_file, Manifest, PartHeader, MANIFEST_FILE,
+    epoch_dir, manifest_path, parse_epoch_dir, part_file_attempt, part_file_name, read_manifest, read_part_file,
+    seal_manifest, write_atomically, write_part_file, Manifest, PartHeader, MANIFEST_FILE,
 };
 use crate::manifest::{self, EpochDir};
 use crate::retention;
@@ -72,6 +76,8 @@ pub enum SnapshotKind {
 /// What a recovery restored.
 pub(crate) struct Restored {
     epoch: u64,
+    /// The attempt that took the checkpoint.
+    attempt: u64,
     parts: HashMap<String, Arc<Parts>>,
 }
 
@@ -79,7 +85,12 @@ pub(crate) struct Restored {
 /// start-up. The runtime shares one store among its workers (riffle-runtime's `JobContext`).
 pub struct CheckpointStore {
     config: CheckpointConfig,
+    /// The lock of this process's index on the directory, held while the store is open (see
+    /// [`CheckpointStore::open_exclusive`]).
+    _lock: Option<std::fs::File>,
     restored: Option<Restored>,
+    /// This run's attempt number (see the crate's `fence` module).
+    attempt: AtomicU64,
     /// The first epoch of this run.
     start_epoch: u64,
     /// Completion reports of the job's sinks on worker 0: sink id → newest complete epoch.
@@ -100,6 +111,29 @@ impl CheckpointStore {
     /// names each difference). A checkpoint without a fingerprint (taken by an older riffle) is
     /// restored with a warning.
     pub fn open(config: CheckpointConfig) -> Result<Self> {
+        Self::open_with_lock(config, None)
+    }
+
+    /// [`CheckpointStore::open`] for a job's process `process`: first takes the lock
+    /// `DIR/LOCK.p<process>` (one per process index, so the processes of a cluster job share
+    /// the directory), held until the store is dropped. Another instance of the job holding it
+    /// fails this one before it changes anything in the directory, with an error naming the
+    /// directory and the holder's pid and host.
+    ///
+    /// Process 0 starts a new attempt (see [`CheckpointStore::attempt`]); the other processes
+    /// read the newest and take process 0's from the cluster handshake
+    /// ([`CheckpointStore::adopt_attempt`]) before they write anything.
+    pub fn open_exclusive(config: CheckpointConfig, process: usize) -> Result<Self> {
+        Self::open_with_lock(config, Some(process))
+    }
+
+    fn open_with_lock(config: CheckpointConfig, process: Option<usize>) -> Result<Self> {
+        // Two instances of a job on one directory would delete and rename each other's files:
+        // the second one stops here, having read nothing it acts on.
+        let lock = match process {
+            Some(p) => Some(crate::fence::lock_directory(&config.dir, p)?),
+            None => None,
+        };
         // Nothing is written before the fingerprint check: a refused job leaves the directory
         // as it found it (a missing directory has nothing to restore, and is created below).
         let dirs = match config.dir.is_dir() {
@@ -132,6 +166,10 @@ impl CheckpointStore {
             path: config.dir.clone(),
             source,
         })?;
+        let attempt = match process.unwrap_or(0) {
+            0 => crate::fence::next_attempt(&config.dir, restored.as_ref().map_or(0, |r| r.attempt))?,
+            _ => crate::fence::current_attempt(&config.dir)?,
+        };
         let start_epoch = manifest::start_epoch(restored.as_ref().map(|r| r.epoch));
         for epoch in retention::stale_epochs(&Self::epochs(&config.dir)?, start_epoch) {
             let dir = epoch_dir(&config.dir, epoch);
@@ -143,7 +181,9 @@ impl CheckpointStore {
         }
         Ok(CheckpointStore {
             config,
+            _lock: lock,
             restored,
+            attempt: AtomicU64::new(attempt),
             start_epoch,
             completion: Mutex::new(CompletionState::default()),
         })
@@ -181,8 +221,25 @@ impl CheckpointStore {
             let (header, file_parts) = read_part_file(&root.join(rel))?;
             parts.entry(header.operator).or_default().extend(file_parts);
         }
+        let attempt_path = epoch_dir(root, manifest.epoch).join(crate::fence::ATTEMPT_FILE);
+        let attempt = match std::fs::read_to_string(&attempt_path) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| Error::Execution(format!("{} does not hold an attempt number", attempt_path.display())))?,
+            // A checkpoint of a riffle that did not number its attempts.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => {
+                return Err(Error::Io {
+                    what: "cannot read",
+                    path: attempt_path,
+                    source,
+                })
+            }
+        };
         Ok(Restored {
             epoch: manifest.epoch,
+            attempt,
             parts: parts.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         })
     }
@@ -195,6 +252,31 @@ impl CheckpointStore {
     /// The epoch of the restored checkpoint, if any.
     pub fn restored_epoch(&self) -> Option<u64> {
         self.restored.as_ref().map(|r| r.epoch)
+    }
+
+    /// The attempt that took the restored checkpoint, if any (0 for a riffle that did not
+    /// number its attempts).
+    pub fn restored_attempt(&self) -> Option<u64> {
+        self.restored.as_ref().map(|r| r.attempt)
+    }
+
+    /// This run's attempt number: every start of a job increments it (process 0 does, when it
+    /// opens the store), the files this run writes carry it, and its commits check that no
+    /// newer attempt has started ([`CheckpointStore::check_fence`]).
+    pub fn attempt(&self) -> u64 {
+        self.attempt.load(Ordering::Relaxed)
+    }
+
+    /// Takes the attempt number process 0 started (the other processes of a cluster learn it
+    /// in the handshake), before anything is written.
+    pub fn adopt_attempt(&self, attempt: u64) {
+        self.attempt.store(attempt, Ordering::Relaxed);
+    }
+
+    /// Fails with [`Error::Fenced`] when a newer attempt of the job has started: this process
+    /// is a zombie and must not do `what` (a commit). Every commit calls it first.
+    pub fn check_fence(&self, what: &str) -> Result<()> {
+        crate::fence::check_attempt(&self.config.dir, self.attempt(), what)
     }
 
     /// The first epoch of this run: one past the restored checkpoint, or 0.
@@ -233,7 +315,11 @@ impl CheckpointStore {
             worker: worker as u32,
             parts: parts.len() as u64,
         };
-        write_part_file(&dir.join(part_file_name(operator, worker, kind)), &header, &parts)
+        write_part_file(
+            &dir.join(part_file_name(operator, worker, kind, self.attempt())),
+            &header,
+            &parts,
+        )
     }
 
     /// The newest complete checkpoint of this run, if any; one at or past `wanted` if there is
@@ -247,6 +333,11 @@ impl CheckpointStore {
         };
         // The process whose sinks complete checkpoints knows; only the others look on disk.
         if completes_here || known.is_some_and(|k| k >= wanted) {
+            return known;
+        }
+        // A zombie (a newer attempt has started) learns of no checkpoint the newer one completes:
+        // its sinks would deliver what they hold for them.
+        if self.check_fence("look for completed checkpoints").is_err() {
             return known;
         }
         let on_disk = Self::epoch_dirs(&self.config.dir)
@@ -274,6 +365,7 @@ impl CheckpointStore {
         let Some(all) = manifest::epoch_to_complete(c.sinks.values().copied(), c.committed, self.start_epoch) else {
             return Ok(None);
         };
+        self.check_fence(&format!("complete checkpoint {all}"))?;
         self.write_manifest(all)?;
         tracing::debug!("checkpoint {all} complete in {}", self.config.dir.display());
         c.committed = Some(all);
@@ -281,10 +373,12 @@ impl CheckpointStore {
         Ok(Some(all))
     }
 
-    /// Writes the manifest of `epoch` (what it lists: [`manifest::manifest_files`]), after the
-    /// job's fingerprint.
+    /// Writes the manifest of `epoch` (what it lists: [`manifest::manifest_files`] of the files
+    /// this attempt wrote; a zombie's are never listed), after the job's fingerprint and the
+    /// attempt.
     fn write_manifest(&self, epoch: u64) -> Result<()> {
         let root = &self.config.dir;
+        let attempt = self.attempt();
         let mut written = Vec::new();
         for e in Self::epochs(root)? {
             if !(self.start_epoch..=epoch).contains(&e) {
@@ -296,7 +390,8 @@ impl CheckpointStore {
             written.extend(
                 entries
                     .filter_map(|x| x.ok())
-                    .map(|entry| (e, entry.file_name().to_string_lossy().to_string())),
+                    .map(|entry| (e, entry.file_name().to_string_lossy().to_string()))
+                    .filter(|(_, name)| part_file_attempt(name) == attempt),
             );
         }
         let files = manifest::manifest_files(written);
@@ -313,6 +408,7 @@ impl CheckpointStore {
             &dir.join(FINGERPRINT_FILE),
             self.config.fingerprint.to_json()?.as_bytes(),
         )?;
+        write_atomically(&dir.join(crate::fence::ATTEMPT_FILE), attempt.to_string().as_bytes())?;
         write_atomically(&dir.join(MANIFEST_FILE), &sealed)
     }
 
@@ -390,7 +486,7 @@ pub(crate) mod tests {
         assert_eq!(restored.restored_epoch(), Some(2));
         assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![2u8; 10])));
         // Corrupt the newest part file: recovery falls back to epoch 1.
-        let newest = epoch_dir(dir.path(), 2).join("op.w0.inc");
+        let newest = epoch_dir(dir.path(), 2).join("op.w0.a1.inc");
         let mut bytes = std::fs::read(&newest).expect("read");
         let n = bytes.len();
         bytes[n / 2] ^= 0x40;
@@ -400,7 +496,7 @@ pub(crate) mod tests {
         assert_eq!(restored.restored_parts("op").last(), Some(&(7, vec![1u8; 10])));
         // Truncate it too: epoch 1 becomes unusable; epoch 0 was kept, as retained manifests
         // refer to it (their incremental chain starts from its full snapshot).
-        let e1 = epoch_dir(dir.path(), 1).join("op.w0.inc");
+        let e1 = epoch_dir(dir.path(), 1).join("op.w0.a1.inc");
         let bytes = std::fs::read(&e1).expect("read");
         std::fs::write(&e1, &bytes[..bytes.len() - 3]).expect("truncate");
         let restored = CheckpointStore::open(config(dir.path())).expect("reopen");

@@ -437,6 +437,7 @@ impl Sink for KafkaSink {
             worker,
             peers,
             checkpoints,
+            ..
         } = at;
         let unpublished: Unpublished = Arc::default();
         let producer = match &checkpoints {
