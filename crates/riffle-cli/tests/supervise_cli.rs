@@ -86,7 +86,10 @@ impl Running {
                 }
             }
             if let Some(status) = self.child.try_wait().expect("wait") {
-                panic!("the supervisor exited ({status}) before attempt {n}:\n{}", self.stderr());
+                panic!(
+                    "the supervisor exited ({status}) before attempt {n}:\n{}",
+                    self.stderr()
+                );
             }
             assert!(start.elapsed() < DEADLINE, "no attempt {n}:\n{}", self.stderr());
             std::thread::sleep(Duration::from_millis(20));
@@ -128,10 +131,20 @@ fn job(lines: u64, rate: u64) -> Vec<String> {
         r => format!("&rate={r}"),
     };
     let source = format!("generate://words?lines={lines}&vocabulary=50&step=1{rate}");
-    ["wordcount", "--source", &source, "--time", "event", "--window", "10s", "--format", "json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "wordcount",
+        "--source",
+        &source,
+        "--time",
+        "event",
+        "--window",
+        "10s",
+        "--format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// The job's arguments with checkpoints in `ck` and committed output in `out`.
@@ -311,17 +324,25 @@ fn the_restart_strategies_give_up_as_flinks_do() {
     let o = failing("fixed-delay:attempts=2,delay=50ms", "ck1");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("restart 1 in 50 ms") && err.contains("restart 2 in 50 ms"), "{err}");
+    assert!(
+        err.contains("restart 1 in 50 ms") && err.contains("restart 2 in 50 ms"),
+        "{err}"
+    );
     assert!(!err.contains("restart 3"), "{err}");
     assert!(
-        err.contains("giving up after 2 restart(s): fixed-delay allows 2 restart(s), all used; the last failure: process 0"),
+        err.contains(
+            "giving up after 2 restart(s): fixed-delay allows 2 restart(s), all used; the last failure: process 0"
+        ),
         "{err}"
     );
 
     let o = failing("none", "ck2");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("giving up after 0 restart(s): the restart strategy is none"), "{err}");
+    assert!(
+        err.contains("giving up after 0 restart(s): the restart strategy is none"),
+        "{err}"
+    );
 
     let o = failing("failure-rate:max=1,interval=1m,delay=0s", "ck3");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -335,11 +356,17 @@ fn the_restart_strategies_give_up_as_flinks_do() {
         .expect("riffle runs");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("not restarting the job") && !err.contains("restart 1"), "{err}");
+    assert!(
+        err.contains("not restarting the job") && !err.contains("restart 1"),
+        "{err}"
+    );
 
     // The supervisor's own arguments are checked before anything starts.
     for (args, what) in [
-        (vec!["supervise", "--restart-strategy", "sometimes", "--", "wordcount"], "sometimes"),
+        (
+            vec!["supervise", "--restart-strategy", "sometimes", "--", "wordcount"],
+            "sometimes",
+        ),
         (vec!["supervise", "--", "wordcount", "--process", "1"], "--process"),
     ] {
         let o = riffle().args(&args).output().expect("riffle runs");
@@ -359,14 +386,21 @@ fn sigterm_stops_every_process_cleanly_and_the_next_supervisor_resumes_exactly_o
     supervisor.wait_for_attempt(1);
     let start = Instant::now();
     while committed(&out).is_empty() {
-        assert!(start.elapsed() < DEADLINE, "nothing committed:\n{}", supervisor.stderr());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "nothing committed:\n{}",
+            supervisor.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     signal(supervisor.child.id(), "-TERM");
     let (status, err) = supervisor.wait();
     assert!(status.success(), "{err}");
     assert!(err.contains("the job stopped cleanly"), "{err}");
-    assert!(committed(&out).len() < oracle(lines).len(), "stopped before the end:\n{err}");
+    assert!(
+        committed(&out).len() < oracle(lines).len(),
+        "stopped before the end:\n{err}"
+    );
 
     let (status, err) = Running::start(riffle().args(["supervise", "--processes", "2", "--"]).args(&args)).wait();
     assert!(status.success(), "{err}");

@@ -71,9 +71,10 @@ pub(crate) fn check_attempt(dir: &Path, mine: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Takes the lock of process `process` on checkpoint directory `dir` (created if missing) and
-/// writes the holder (pid and host) into it; fails, naming the holder, when another process
-/// has it.
+/// Takes the lock of process `process` on checkpoint directory `dir` (created if missing);
+/// fails, naming the holder, when another process has it. The caller writes itself in as the
+/// holder ([`write_holder`]) once it has decided to run, so that a job refused later (another
+/// job's checkpoint) leaves the file as it was.
 pub(crate) fn lock_directory(dir: &Path, process: usize) -> Result<File> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         what: "cannot create",
@@ -85,7 +86,7 @@ pub(crate) fn lock_directory(dir: &Path, process: usize) -> Result<File> {
         let path = path.clone();
         move |source| Error::Io { what, path, source }
     };
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -107,12 +108,22 @@ pub(crate) fn lock_directory(dir: &Path, process: usize) -> Result<File> {
         }
         Err(std::fs::TryLockError::Error(source)) => return Err(io("cannot lock")(source)),
     }
+    Ok(file)
+}
+
+/// Writes this process (pid and host) into the lock file `file` of `dir`, for the error of a
+/// second instance.
+pub(crate) fn write_holder(mut file: &File, dir: &Path, process: usize) -> Result<()> {
+    let path = dir.join(format!("LOCK.p{process}"));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let me = format!("pid {} on host {}", std::process::id(), host.trim());
     file.set_len(0)
         .and_then(|_| file.write_all(me.as_bytes()))
-        .map_err(io("cannot write the lock file"))?;
-    Ok(file)
+        .map_err(|source| Error::Io {
+            what: "cannot write the lock file",
+            path,
+            source,
+        })
 }
 
 #[cfg(test)]

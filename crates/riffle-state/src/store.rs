@@ -128,6 +128,13 @@ impl CheckpointStore {
     }
 
     fn open_with_lock(config: CheckpointConfig, process: Option<usize>) -> Result<Self> {
+        // A checkpoint of another job is refused before the lock file is created or written
+        // (the check is repeated on the checkpoint actually restored, below).
+        if process.is_some() {
+            if let Some(taken) = Self::peek_fingerprint(&config.dir)? {
+                config.fingerprint.check_restore(&taken, &config.dir)?;
+            }
+        }
         // Two instances of a job on one directory would delete and rename each other's files:
         // the second one stops here, having read nothing it acts on.
         let lock = match process {
@@ -170,6 +177,9 @@ impl CheckpointStore {
             0 => crate::fence::next_attempt(&config.dir, restored.as_ref().map_or(0, |r| r.attempt))?,
             _ => crate::fence::current_attempt(&config.dir)?,
         };
+        if let (Some(file), Some(p)) = (&lock, process) {
+            crate::fence::write_holder(file, &config.dir, p)?;
+        }
         let start_epoch = manifest::start_epoch(restored.as_ref().map(|r| r.epoch));
         for epoch in retention::stale_epochs(&Self::epochs(&config.dir)?, start_epoch) {
             let dir = epoch_dir(&config.dir, epoch);
