@@ -23,49 +23,49 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use crate::format::write_atomically;
+use crate::storage::Storage;
 
 /// The file of the newest attempt number, in the checkpoint directory.
 pub(crate) const ATTEMPT_FILE: &str = "ATTEMPT";
 
-/// The newest attempt of the job whose checkpoint directory is `dir` (0 when none started with
+/// The newest attempt of the job whose checkpoints `storage` holds (0 when none started with
 /// an attempt number).
-pub(crate) fn current_attempt(dir: &Path) -> Result<u64> {
-    let path = dir.join(ATTEMPT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|_| {
-            Error::Config(format!(
-                "{} does not hold an attempt number: '{}'",
-                path.display(),
-                text.trim()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(source) => Err(Error::Io {
-            what: "cannot read",
-            path,
-            source,
-        }),
-    }
+pub(crate) fn current_attempt(storage: &dyn Storage) -> Result<u64> {
+    read_attempt(storage, ATTEMPT_FILE).map(|a| a.unwrap_or(0))
 }
 
-/// Starts a new attempt: writes one past the newest into `dir` (and past `restored`, the
+/// The attempt number in the file `rel`, if there is one.
+pub(crate) fn read_attempt(storage: &dyn Storage, rel: &str) -> Result<Option<u64>> {
+    let Some(bytes) = storage.get(rel)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    text.trim().parse().map(Some).map_err(|_| {
+        Error::Config(format!(
+            "{} does not hold an attempt number: '{}'",
+            storage.show(rel).display(),
+            text.trim()
+        ))
+    })
+}
+
+/// Starts a new attempt: writes one past the newest into `storage` (and past `restored`, the
 /// attempt that took the checkpoint being restored, which a savepoint carries without the
 /// directory's `ATTEMPT`) and returns it.
-pub(crate) fn next_attempt(dir: &Path, restored: u64) -> Result<u64> {
-    let next = current_attempt(dir)?.max(restored) + 1;
-    write_atomically(&dir.join(ATTEMPT_FILE), next.to_string().as_bytes())?;
+pub(crate) fn next_attempt(storage: &dyn Storage, restored: u64) -> Result<u64> {
+    let next = current_attempt(storage)?.max(restored) + 1;
+    storage.put(ATTEMPT_FILE, next.to_string().as_bytes())?;
     Ok(next)
 }
 
-/// Fails with [`Error::Fenced`] when an attempt newer than `mine` has started on `dir`; `what`
-/// says what was about to happen.
-pub(crate) fn check_attempt(dir: &Path, mine: u64, what: &str) -> Result<()> {
-    let newest = current_attempt(dir)?;
+/// Fails with [`Error::Fenced`] when an attempt newer than `mine` has started on `storage`;
+/// `what` says what was about to happen.
+pub(crate) fn check_attempt(storage: &dyn Storage, mine: u64, what: &str) -> Result<()> {
+    let newest = current_attempt(storage)?;
     if newest > mine {
         return Err(Error::Fenced(format!(
             "attempt {newest} of this job has started on {} since this process's attempt {mine}: it does not {what}, and stops",
-            dir.display()
+            storage.show("").display()
         )));
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! disk (and their compatibility across riffle versions) are defined in one place.
 //!
 //! Every file is `magic | format version | body | XXH3-64 of all before` (`seal` and
-//! `open_sealed`), written to a temporary name, synced and renamed (`write_atomically`), so a
+//! `open_sealed`), written to a temporary name, synced and renamed (`write_atomically_with`), so a
 //! reader never sees half a file and detects any corruption. A part file's body is a bincode
 //! `PartHeader` and the parts framed by hand; a manifest's body is a bincode `Manifest`.
 //! Snapshot parts themselves are bincode ([`encode`], [`decode`]).
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::fingerprint::FINGERPRINT_FILE;
+use crate::storage::Storage;
 use crate::store::{Parts, SnapshotKind};
 
 /// The magic of a part file.
@@ -32,7 +33,7 @@ pub(crate) const VERSION: u8 = 1;
 pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 /// The suffix of incremental snapshot files.
 pub(crate) const INCREMENTAL_SUFFIX: &str = ".inc";
-/// The suffix of a file being written (see [`write_atomically`]).
+/// The suffix of a file being written (see [`write_atomically_with`]).
 const TMP_SUFFIX: &str = ".tmp";
 
 /// A part file's header; the parts follow as `id: u32 LE | length: u64 LE | bytes` (framed by
@@ -63,19 +64,14 @@ pub(crate) fn epoch_dir_name(epoch: u64) -> String {
     format!("chk-{epoch:010}")
 }
 
-/// The directory of `epoch`'s files under the checkpoint directory `root`.
-pub(crate) fn epoch_dir(root: &Path, epoch: u64) -> PathBuf {
-    root.join(epoch_dir_name(epoch))
-}
-
 /// The epoch of a directory named by [`epoch_dir_name`]; `None` for any other name.
 pub(crate) fn parse_epoch_dir(name: &str) -> Option<u64> {
     name.strip_prefix("chk-")?.parse().ok()
 }
 
-/// The manifest of checkpoint `epoch` under `root`.
-pub(crate) fn manifest_path(root: &Path, epoch: u64) -> PathBuf {
-    epoch_dir(root, epoch).join(MANIFEST_FILE)
+/// The manifest of checkpoint `epoch`, relative to the checkpoint location.
+pub(crate) fn manifest_file(epoch: u64) -> String {
+    epoch_file(epoch, MANIFEST_FILE)
 }
 
 /// The path, relative to the checkpoint directory, of the file `name` of epoch `epoch` (as
@@ -154,13 +150,8 @@ pub(crate) fn open_sealed<'a>(magic: &[u8; 4], bytes: &'a [u8], what: &Path) -> 
     Ok(&body[5..])
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file, synced, then renamed.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically_with(path, |f| f.write_all(bytes))
-}
-
 /// Writes a file atomically with `fill`: a temporary file, filled, synced, then renamed.
-fn write_atomically_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+pub(crate) fn write_atomically_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
     let io = |what: &'static str, source| Error::Io {
         what,
         path: path.to_path_buf(),
@@ -205,11 +196,15 @@ fn write_part_body(out: &mut impl Write, header: &PartHeader, parts: &[(u32, Vec
     Ok(())
 }
 
-/// Writes the part file `path` atomically, sealed as [`seal`] would with [`PART_MAGIC`] but
-/// streamed into the file: the state is not copied twice more (body, sealed file) before it is
-/// written.
-pub(crate) fn write_part_file(path: &Path, header: &PartHeader, parts: &[(u32, Vec<u8>)]) -> Result<()> {
-    write_atomically_with(path, |file| {
+/// Writes the part file `rel` whole, sealed as [`seal`] would with [`PART_MAGIC`] but streamed
+/// into the file: the state is not copied twice more (body, sealed file) before it is written.
+pub(crate) fn write_part_file(
+    storage: &dyn Storage,
+    rel: &str,
+    header: &PartHeader,
+    parts: &[(u32, Vec<u8>)],
+) -> Result<()> {
+    storage.put_with(rel, &mut |file| {
         let mut out = Checksummed {
             inner: std::io::BufWriter::with_capacity(1 << 20, file),
             sum: xxhash_rust::xxh3::Xxh3::new(),
@@ -258,9 +253,10 @@ pub(crate) fn decode_part_file(body: &[u8], path: &Path) -> Result<(PartHeader, 
 }
 
 /// Reads the part file `path`: its header and parts, checked.
-pub(crate) fn read_part_file(path: &Path) -> Result<(PartHeader, Parts)> {
-    let bytes = read(path)?;
-    decode_part_file(open_sealed(PART_MAGIC, &bytes, path)?, path)
+pub(crate) fn read_part_file(storage: &dyn Storage, rel: &str) -> Result<(PartHeader, Parts)> {
+    let bytes = read(storage, rel)?;
+    let path = storage.show(rel);
+    decode_part_file(open_sealed(PART_MAGIC, &bytes, &path)?, &path)
 }
 
 /// The sealed bytes of `manifest`.
@@ -269,19 +265,20 @@ pub(crate) fn seal_manifest(manifest: &Manifest) -> Result<Vec<u8>> {
     Ok(seal(MANIFEST_MAGIC, &body))
 }
 
-/// Reads the manifest `path`, checked.
-pub(crate) fn read_manifest(path: &Path) -> Result<Manifest> {
-    let bytes = read(path)?;
-    bincode::deserialize(open_sealed(MANIFEST_MAGIC, &bytes, path)?)
+/// Reads the manifest `rel`, checked.
+pub(crate) fn read_manifest(storage: &dyn Storage, rel: &str) -> Result<Manifest> {
+    let bytes = read(storage, rel)?;
+    let path = storage.show(rel);
+    bincode::deserialize(open_sealed(MANIFEST_MAGIC, &bytes, &path)?)
         .map_err(|e| Error::Execution(format!("manifest {} is unusable: {e}", path.display())))
 }
 
-/// The bytes of `path`.
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
+/// The bytes of `rel`, which must exist.
+pub(crate) fn read(storage: &dyn Storage, rel: &str) -> Result<Vec<u8>> {
+    storage.get(rel)?.ok_or_else(|| Error::Io {
         what: "cannot read",
-        path: path.to_path_buf(),
-        source,
+        path: storage.show(rel),
+        source: std::io::ErrorKind::NotFound.into(),
     })
 }
 
@@ -318,6 +315,7 @@ mod tests {
     #[test]
     fn a_part_file_reads_back_and_trailing_bytes_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let storage = crate::storage::open(dir.path()).expect("storage");
         let path = dir.path().join("op.w3");
         let header = PartHeader {
             epoch: 4,
@@ -326,15 +324,15 @@ mod tests {
             parts: 2,
         };
         let parts = vec![(7, vec![1, 2, 3]), (9, Vec::new())];
-        write_part_file(&path, &header, &parts).expect("write");
-        let (read_header, read_parts) = read_part_file(&path).expect("read");
+        write_part_file(&*storage, "op.w3", &header, &parts).expect("write");
+        let (read_header, read_parts) = read_part_file(&*storage, "op.w3").expect("read");
         assert_eq!(
             (read_header.epoch, read_header.operator.as_str(), read_header.worker),
             (4, "op", 3)
         );
         assert_eq!(read_parts, parts);
         assert!(!dir.path().join("op.w3.tmp").exists());
-        let body = open_sealed(PART_MAGIC, &read(&path).expect("bytes"), &path)
+        let body = open_sealed(PART_MAGIC, &read(&*storage, "op.w3").expect("bytes"), &path)
             .expect("open")
             .to_vec();
         let mut longer = body.clone();

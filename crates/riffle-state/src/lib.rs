@@ -17,12 +17,14 @@
 //! | `retention` | which epoch directories are deleted (pure functions) |
 //! | [`savepoint`](mod@savepoint) | savepoints and the peek at a checkpoint's fingerprint |
 //! | [`fingerprint`] | [`JobFingerprint`]: what a job's state depends on |
+//! | [`storage`] | where checkpoint files live: a directory or an object store (`s3://`) |
 //! | `fence` | the lock and the attempt number that keep a second instance or a zombie from committing |
 
 // A library does not panic on a value it could not get: it returns an error that says which.
 #![warn(clippy::expect_used)]
 
 mod fence;
+pub mod storage;
 pub mod fingerprint;
 pub mod format;
 mod manifest;

@@ -7,8 +7,9 @@ use std::path::Path;
 use riffle_core::{Error, Result};
 
 use crate::fingerprint::{JobFingerprint, FINGERPRINT_FILE};
-use crate::format::{epoch_file, manifest_path, read, read_manifest, write_atomically, MANIFEST_FILE};
+use crate::format::{epoch_file, manifest_file, read, read_manifest};
 use crate::manifest;
+use crate::storage::Storage;
 use crate::store::{read_fingerprint, CheckpointStore};
 
 /// Copies the newest intact checkpoint of `from` into `to` as a savepoint: a self-contained
@@ -21,45 +22,40 @@ use crate::store::{read_fingerprint, CheckpointStore};
 /// `to` must not exist or be an empty directory: a savepoint never overwrites another one (or
 /// anything else); the refusal writes nothing.
 pub fn savepoint(from: &Path, to: &Path) -> Result<u64> {
-    if to.exists() {
-        let empty_dir = std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_none());
-        if !empty_dir {
-            return Err(Error::Config(format!(
-                "savepoint --to {}: it already exists and is not an empty directory (a savepoint is written into a new directory, so that none is overwritten)",
-                to.display()
-            )));
-        }
+    let (source, target) = (crate::storage::open(from)?, crate::storage::open(to)?);
+    let target_empty = match target.local_dir() {
+        Some(dir) if dir.exists() => std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none()),
+        Some(_) => true,
+        None => target.list_dirs()?.is_empty() && target.list_files("")?.is_empty(),
+    };
+    if !target_empty {
+        return Err(Error::Config(format!(
+            "savepoint --to {}: it already exists and is not an empty directory (a savepoint is written into a new directory, so that none is overwritten)",
+            to.display()
+        )));
     }
-    for epoch in manifest::restore_candidates(&CheckpointStore::epoch_dirs(from)?) {
-        let manifest_path = manifest_path(from, epoch);
-        if CheckpointStore::load(from, &manifest_path).is_err() {
+    for epoch in manifest::restore_candidates(&CheckpointStore::epoch_dirs(&*source)?) {
+        if CheckpointStore::load(&*source, epoch).is_err() {
             continue;
         }
-        let manifest = read_manifest(&manifest_path)?;
-        // The fingerprint before the manifest, as a checkpoint is written (an older riffle's
-        // checkpoint has none: its savepoint neither).
-        let fingerprint = epoch_file(epoch, FINGERPRINT_FILE);
-        let fingerprint = from.join(&fingerprint).exists().then_some(fingerprint);
-        // The attempt that took it, likewise (see the crate's `fence` module).
-        let attempt = epoch_file(epoch, crate::fence::ATTEMPT_FILE);
-        let attempt = from.join(&attempt).exists().then_some(attempt);
+        let manifest = read_manifest(&*source, &manifest_file(epoch))?;
+        // The fingerprint and the attempt before the manifest, as a checkpoint is written (an
+        // older riffle's checkpoint may have neither: its savepoint neither).
+        let mut extra = Vec::new();
+        for name in [FINGERPRINT_FILE, crate::fence::ATTEMPT_FILE] {
+            let rel = epoch_file(epoch, name);
+            if source.exists(&rel)? {
+                extra.push(rel);
+            }
+        }
         for rel in manifest
             .files
             .iter()
+            .chain(extra.iter())
             .map(String::as_str)
-            .chain(fingerprint.as_deref())
-            .chain(attempt.as_deref())
-            .chain([epoch_file(epoch, MANIFEST_FILE).as_str()])
+            .chain([manifest_file(epoch).as_str()])
         {
-            let (src, dst) = (from.join(rel), to.join(rel));
-            if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-                    what: "cannot create",
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
-            write_atomically(&dst, &read(&src)?)?;
+            target.put(rel, &read(&*source, rel)?)?;
         }
         return Ok(epoch);
     }
@@ -72,11 +68,10 @@ pub fn savepoint(from: &Path, to: &Path) -> Result<u64> {
 impl CheckpointStore {
     /// The epoch of the newest checkpoint of `dir` with a manifest (`None` if there is none, or
     /// no directory): how a supervisor watching from outside sees that a job makes progress.
+    /// `dir` may be an object store location (`s3://…`).
     pub fn newest_complete(dir: &Path) -> Result<Option<u64>> {
-        if !dir.is_dir() {
-            return Ok(None);
-        }
-        Ok(manifest::newest_complete(&CheckpointStore::epoch_dirs(dir)?, 0))
+        let storage = crate::storage::open(dir)?;
+        Ok(manifest::newest_complete(&CheckpointStore::epoch_dirs(&*storage)?, 0))
     }
 
     /// The fingerprint of the checkpoint a store opened on `dir` would restore: that of its
@@ -85,11 +80,13 @@ impl CheckpointStore {
     /// checkpoint (say, a split count); [`CheckpointStore::open`] still checks the checkpoint
     /// it restores, which may be an older one if the newest is damaged.
     pub fn peek_fingerprint(dir: &Path) -> Result<Option<JobFingerprint>> {
-        if !dir.is_dir() {
-            return Ok(None);
-        }
-        match manifest::newest_complete(&CheckpointStore::epoch_dirs(dir)?, 0) {
-            Some(epoch) => read_fingerprint(dir, epoch),
+        Self::peek_fingerprint_in(&*crate::storage::open(dir)?)
+    }
+
+    /// [`CheckpointStore::peek_fingerprint`] in `storage`.
+    pub(crate) fn peek_fingerprint_in(storage: &dyn Storage) -> Result<Option<JobFingerprint>> {
+        match manifest::newest_complete(&CheckpointStore::epoch_dirs(storage)?, 0) {
+            Some(epoch) => read_fingerprint(storage, epoch),
             None => Ok(None),
         }
     }

@@ -31,18 +31,19 @@
 //! onto any number of workers), the split index for source positions.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use riffle_core::{Error, Result};
+use riffle_core::Result;
 
 use crate::fingerprint::{JobFingerprint, FINGERPRINT_FILE};
 use crate::format::{
-    epoch_dir, manifest_path, parse_epoch_dir, part_file_attempt, part_file_name, read_manifest, read_part_file,
-    seal_manifest, write_atomically, write_part_file, Manifest, PartHeader, MANIFEST_FILE,
+    epoch_dir_name, epoch_file, manifest_file, parse_epoch_dir, part_file_attempt, part_file_name, read_manifest,
+    read_part_file, seal_manifest, write_part_file, Manifest, PartHeader,
 };
+use crate::storage::Storage;
 use crate::manifest::{self, EpochDir};
 use crate::retention;
 
@@ -85,6 +86,8 @@ pub(crate) struct Restored {
 /// start-up. The runtime shares one store among its workers (riffle-runtime's `JobContext`).
 pub struct CheckpointStore {
     config: CheckpointConfig,
+    /// Where the files are (the directory or object store of `config.dir`).
+    storage: Arc<dyn Storage>,
     /// The lock of this process's index on the directory, held while the store is open (see
     /// [`CheckpointStore::open_exclusive`]).
     _lock: Option<std::fs::File>,
@@ -114,7 +117,7 @@ impl CheckpointStore {
         Self::open_with_lock(config, None)
     }
 
-    /// [`CheckpointStore::open`] for a job's process `process`: first takes the lock
+    /// [`CheckpointStore::open`] for a job's process `process`, which takes the lock
     /// `DIR/LOCK.p<process>` (one per process index, so the processes of a cluster job share
     /// the directory), held until the store is dropped. Another instance of the job holding it
     /// fails this one before it changes anything in the directory, with an error naming the
@@ -128,30 +131,52 @@ impl CheckpointStore {
     }
 
     fn open_with_lock(config: CheckpointConfig, process: Option<usize>) -> Result<Self> {
-        // A checkpoint of another job is refused before the lock file is created or written
-        // (the check is repeated on the checkpoint actually restored, below).
-        if process.is_some() {
-            if let Some(taken) = Self::peek_fingerprint(&config.dir)? {
-                config.fingerprint.check_restore(&taken, &config.dir)?;
-            }
-        }
+        let storage = crate::storage::open(&config.dir)?;
+        // Nothing is written before the fingerprint check, not even the lock file: a refused
+        // job leaves the directory as it found it.
+        let mut restored = Self::restore(&*storage, &config)?;
         // Two instances of a job on one directory would delete and rename each other's files:
-        // the second one stops here, having read nothing it acts on.
-        let lock = match process {
-            Some(p) => Some(crate::fence::lock_directory(&config.dir, p)?),
-            None => None,
+        // the second one stops here, having written nothing. Object storage has no lock: there
+        // the attempt number alone fences (the newest start wins).
+        let lock = match (process, storage.local_dir()) {
+            (Some(p), Some(dir)) => Some(crate::fence::lock_directory(dir, p)?),
+            _ => None,
         };
-        // Nothing is written before the fingerprint check: a refused job leaves the directory
-        // as it found it (a missing directory has nothing to restore, and is created below).
-        let dirs = match config.dir.is_dir() {
-            true => Self::epoch_dirs(&config.dir)?,
-            false => Vec::new(),
+        // What was read before the lock was taken may have been written by an instance that
+        // has ended since: read again if there is a newer checkpoint now.
+        let newest = manifest::newest_complete(&Self::epoch_dirs(&*storage)?, 0);
+        if lock.is_some() && newest != restored.as_ref().map(|r| r.epoch) {
+            restored = Self::restore(&*storage, &config)?;
+        }
+        storage.create()?;
+        let attempt = match process.unwrap_or(0) {
+            0 => crate::fence::next_attempt(&*storage, restored.as_ref().map_or(0, |r| r.attempt))?,
+            _ => crate::fence::current_attempt(&*storage)?,
         };
-        let mut restored = None;
+        if let (Some(file), Some(p), Some(dir)) = (&lock, process, storage.local_dir()) {
+            crate::fence::write_holder(file, dir, p)?;
+        }
+        let start_epoch = manifest::start_epoch(restored.as_ref().map(|r| r.epoch));
+        for epoch in retention::stale_epochs(&Self::epochs(&*storage)?, start_epoch) {
+            storage.remove_dir(&epoch_dir_name(epoch))?;
+        }
+        Ok(CheckpointStore {
+            config,
+            storage,
+            _lock: lock,
+            restored,
+            attempt: AtomicU64::new(attempt),
+            start_epoch,
+            completion: Mutex::new(CompletionState::default()),
+        })
+    }
+
+    /// The newest intact checkpoint of `storage`, checked against the job's fingerprint (the
+    /// damaged ones newer than it are reported and skipped).
+    fn restore(storage: &dyn Storage, config: &CheckpointConfig) -> Result<Option<Restored>> {
+        let dirs = Self::epoch_dirs(storage)?;
         for epoch in manifest::restore_candidates(&dirs) {
-            let manifest = manifest_path(&config.dir, epoch);
-            let loaded =
-                Self::load(&config.dir, &manifest).and_then(|r| Ok((r, read_fingerprint(&config.dir, epoch)?)));
+            let loaded = Self::load(storage, epoch).and_then(|r| Ok((r, read_fingerprint(storage, epoch)?)));
             match loaded {
                 Ok((r, taken)) => {
                     match taken {
@@ -162,91 +187,47 @@ impl CheckpointStore {
                         ),
                     }
                     tracing::info!("restoring checkpoint {epoch} from {}", config.dir.display());
-                    restored = Some(r);
-                    break;
+                    return Ok(Some(r));
                 }
                 Err(e) => tracing::warn!("checkpoint {epoch} cannot be restored ({e}); trying the previous one"),
             }
         }
-        std::fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
-            what: "cannot create",
-            path: config.dir.clone(),
-            source,
-        })?;
-        let attempt = match process.unwrap_or(0) {
-            0 => crate::fence::next_attempt(&config.dir, restored.as_ref().map_or(0, |r| r.attempt))?,
-            _ => crate::fence::current_attempt(&config.dir)?,
-        };
-        if let (Some(file), Some(p)) = (&lock, process) {
-            crate::fence::write_holder(file, &config.dir, p)?;
-        }
-        let start_epoch = manifest::start_epoch(restored.as_ref().map(|r| r.epoch));
-        for epoch in retention::stale_epochs(&Self::epochs(&config.dir)?, start_epoch) {
-            let dir = epoch_dir(&config.dir, epoch);
-            std::fs::remove_dir_all(&dir).map_err(|source| Error::Io {
-                what: "cannot remove",
-                path: dir,
-                source,
-            })?;
-        }
-        Ok(CheckpointStore {
-            config,
-            _lock: lock,
-            restored,
-            attempt: AtomicU64::new(attempt),
-            start_epoch,
-            completion: Mutex::new(CompletionState::default()),
-        })
+        Ok(None)
     }
 
-    /// The epochs of the directories under `root`.
-    pub(crate) fn epochs(root: &Path) -> Result<Vec<u64>> {
-        let entries = std::fs::read_dir(root).map_err(|source| Error::Io {
-            what: "cannot list",
-            path: root.to_path_buf(),
-            source,
-        })?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| parse_epoch_dir(&e.file_name().to_string_lossy()))
+    /// The epochs of the checkpoint directories in `storage`.
+    pub(crate) fn epochs(storage: &dyn Storage) -> Result<Vec<u64>> {
+        Ok(storage
+            .list_dirs()?
+            .iter()
+            .filter_map(|name| parse_epoch_dir(name))
             .collect())
     }
 
-    /// The epoch directories under `root`, each with whether it has a manifest.
-    pub(crate) fn epoch_dirs(root: &Path) -> Result<Vec<EpochDir>> {
-        Ok(Self::epochs(root)?
+    /// The checkpoint directories in `storage`, each with whether it has a manifest.
+    pub(crate) fn epoch_dirs(storage: &dyn Storage) -> Result<Vec<EpochDir>> {
+        Self::epochs(storage)?
             .into_iter()
-            .map(|epoch| EpochDir {
-                epoch,
-                complete: manifest_path(root, epoch).exists(),
+            .map(|epoch| {
+                Ok(EpochDir {
+                    epoch,
+                    complete: storage.exists(&manifest_file(epoch))?,
+                })
             })
-            .collect())
+            .collect()
     }
 
-    /// Reads the checkpoint of the manifest `manifest_path` and every file it lists, checked.
-    pub(crate) fn load(root: &Path, manifest_path: &Path) -> Result<Restored> {
-        let manifest = read_manifest(manifest_path)?;
+    /// Reads checkpoint `epoch` (its manifest and every file it lists, checked).
+    pub(crate) fn load(storage: &dyn Storage, epoch: u64) -> Result<Restored> {
+        let manifest = read_manifest(storage, &manifest_file(epoch))?;
         let mut parts: HashMap<String, Parts> = HashMap::new();
         for rel in &manifest.files {
-            let (header, file_parts) = read_part_file(&root.join(rel))?;
+            let (header, file_parts) = read_part_file(storage, rel)?;
             parts.entry(header.operator).or_default().extend(file_parts);
         }
-        let attempt_path = epoch_dir(root, manifest.epoch).join(crate::fence::ATTEMPT_FILE);
-        let attempt = match std::fs::read_to_string(&attempt_path) {
-            Ok(text) => text
-                .trim()
-                .parse()
-                .map_err(|_| Error::Execution(format!("{} does not hold an attempt number", attempt_path.display())))?,
-            // A checkpoint of a riffle that did not number its attempts.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(source) => {
-                return Err(Error::Io {
-                    what: "cannot read",
-                    path: attempt_path,
-                    source,
-                })
-            }
-        };
+        // 0: a checkpoint of a riffle that did not number its attempts.
+        let attempt = crate::fence::read_attempt(storage, &epoch_file(manifest.epoch, crate::fence::ATTEMPT_FILE))?
+            .unwrap_or(0);
         Ok(Restored {
             epoch: manifest.epoch,
             attempt,
@@ -286,7 +267,7 @@ impl CheckpointStore {
     /// Fails with [`Error::Fenced`] when a newer attempt of the job has started: this process
     /// is a zombie and must not do `what` (a commit). Every commit calls it first.
     pub fn check_fence(&self, what: &str) -> Result<()> {
-        crate::fence::check_attempt(&self.config.dir, self.attempt(), what)
+        crate::fence::check_attempt(&*self.storage, self.attempt(), what)
     }
 
     /// The first epoch of this run: one past the restored checkpoint, or 0.
@@ -313,35 +294,26 @@ impl CheckpointStore {
         parts: Vec<(u32, Vec<u8>)>,
         kind: SnapshotKind,
     ) -> Result<()> {
-        let dir = epoch_dir(&self.config.dir, epoch);
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            what: "cannot create",
-            path: dir.clone(),
-            source,
-        })?;
         let header = PartHeader {
             epoch,
             operator: operator.to_string(),
             worker: worker as u32,
             parts: parts.len() as u64,
         };
-        write_part_file(
-            &dir.join(part_file_name(operator, worker, kind, self.attempt())),
-            &header,
-            &parts,
-        )
+        let name = part_file_name(operator, worker, kind, self.attempt());
+        write_part_file(&*self.storage, &epoch_file(epoch, &name), &header, &parts)
     }
 
     /// The newest complete checkpoint of this run, if any; one at or past `wanted` if there is
     /// one. Process 0 completes checkpoints (its worker 0 registers the sinks); the other
-    /// processes of a job see its manifests in the shared directory, so they look there when
+    /// processes of a job see its manifests in the shared location, so they look there when
     /// what they know is older than `wanted`.
     pub fn completed_epoch(&self, wanted: u64) -> Option<u64> {
         let (known, completes_here) = {
             let c = self.completion.lock().unwrap_or_else(|p| p.into_inner());
             (c.committed, !c.sinks.is_empty())
         };
-        // The process whose sinks complete checkpoints knows; only the others look on disk.
+        // The process whose sinks complete checkpoints knows; only the others look.
         if completes_here || known.is_some_and(|k| k >= wanted) {
             return known;
         }
@@ -350,10 +322,10 @@ impl CheckpointStore {
         if self.check_fence("look for completed checkpoints").is_err() {
             return known;
         }
-        let on_disk = Self::epoch_dirs(&self.config.dir)
+        let stored = Self::epoch_dirs(&*self.storage)
             .ok()
             .and_then(|dirs| manifest::newest_complete(&dirs, self.start_epoch));
-        known.max(on_disk)
+        known.max(stored)
     }
 
     /// Registers a sink whose completions decide when checkpoints are complete; returns its id.
@@ -387,47 +359,43 @@ impl CheckpointStore {
     /// this attempt wrote; a zombie's are never listed), after the job's fingerprint and the
     /// attempt.
     fn write_manifest(&self, epoch: u64) -> Result<()> {
-        let root = &self.config.dir;
+        let storage = &*self.storage;
         let attempt = self.attempt();
         let mut written = Vec::new();
-        for e in Self::epochs(root)? {
+        for e in Self::epochs(storage)? {
             if !(self.start_epoch..=epoch).contains(&e) {
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(epoch_dir(root, e)) else {
-                continue;
-            };
             written.extend(
-                entries
-                    .filter_map(|x| x.ok())
-                    .map(|entry| (e, entry.file_name().to_string_lossy().to_string()))
-                    .filter(|(_, name)| part_file_attempt(name) == attempt),
+                storage
+                    .list_files(&epoch_dir_name(e))?
+                    .into_iter()
+                    .filter(|name| part_file_attempt(name) == attempt)
+                    .map(|name| (e, name)),
             );
         }
         let files = manifest::manifest_files(written);
         let sealed = seal_manifest(&Manifest { epoch, files })?;
-        let dir = epoch_dir(root, epoch);
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            what: "cannot create",
-            path: dir.clone(),
-            source,
-        })?;
-        // The fingerprint first: a checkpoint is complete (and restorable) once its manifest
-        // exists, and then it has its fingerprint.
-        write_atomically(
-            &dir.join(FINGERPRINT_FILE),
+        // The fingerprint and the attempt first: a checkpoint is complete (and restorable) once
+        // its manifest exists, and then it has them. On object storage too: each file is one
+        // PUT, the manifest's last.
+        storage.put(
+            &epoch_file(epoch, FINGERPRINT_FILE),
             self.config.fingerprint.to_json()?.as_bytes(),
         )?;
-        write_atomically(&dir.join(crate::fence::ATTEMPT_FILE), attempt.to_string().as_bytes())?;
-        write_atomically(&dir.join(MANIFEST_FILE), &sealed)
+        storage.put(
+            &epoch_file(epoch, crate::fence::ATTEMPT_FILE),
+            attempt.to_string().as_bytes(),
+        )?;
+        storage.put(&manifest_file(epoch), &sealed)
     }
 
     /// Deletes checkpoints older than the `retain` newest complete ones, keeping every
     /// directory a retained manifest refers to (see [`retention::kept_checkpoints`] and
     /// [`retention::epochs_to_delete`]).
     fn retain(&self) -> Result<()> {
-        let root = &self.config.dir;
-        let complete: Vec<u64> = Self::epoch_dirs(root)?
+        let storage = &*self.storage;
+        let complete: Vec<u64> = Self::epoch_dirs(storage)?
             .into_iter()
             .filter(|d| d.complete)
             .map(|d| d.epoch)
@@ -438,34 +406,36 @@ impl CheckpointStore {
         // A manifest that cannot be read refers to nothing but its own directory.
         let kept_files: Vec<String> = kept
             .iter()
-            .filter_map(|&e| read_manifest(&manifest_path(root, e)).ok())
+            .filter_map(|&e| read_manifest(storage, &manifest_file(e)).ok())
             .flat_map(|m| m.files)
             .collect();
-        for e in retention::epochs_to_delete(&Self::epochs(root)?, &kept, kept_files.iter().map(String::as_str)) {
-            let _ = std::fs::remove_dir_all(epoch_dir(root, e));
+        for e in retention::epochs_to_delete(&Self::epochs(storage)?, &kept, kept_files.iter().map(String::as_str)) {
+            let _ = storage.remove_dir(&epoch_dir_name(e));
         }
         Ok(())
     }
 }
 
-/// The fingerprint stored in checkpoint `epoch` of `root`; `None` if it has none (an older
-/// riffle took it).
-pub(crate) fn read_fingerprint(root: &Path, epoch: u64) -> Result<Option<JobFingerprint>> {
-    let path = epoch_dir(root, epoch).join(FINGERPRINT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => JobFingerprint::from_json(&text, &path).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io {
-            what: "cannot read",
-            path,
-            source,
-        }),
+/// The fingerprint stored in checkpoint `epoch`; `None` if it has none (an older riffle took
+/// it).
+pub(crate) fn read_fingerprint(storage: &dyn Storage, epoch: u64) -> Result<Option<JobFingerprint>> {
+    let rel = epoch_file(epoch, FINGERPRINT_FILE);
+    match storage.get(&rel)? {
+        Some(bytes) => JobFingerprint::from_json(&String::from_utf8_lossy(&bytes), &storage.show(&rel)).map(Some),
+        None => Ok(None),
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::format::epoch_dir_name;
+    use riffle_core::Error;
+    use std::path::Path;
+
+    fn epoch_dir(root: &Path, epoch: u64) -> PathBuf {
+        root.join(epoch_dir_name(epoch))
+    }
 
     pub(crate) fn config(dir: &Path) -> CheckpointConfig {
         CheckpointConfig {
@@ -558,7 +528,7 @@ pub(crate) mod tests {
         // retained checkpoints (8, 9) do not refer to anything older, which is gone.
         let r = CheckpointStore::open(config(dir.path())).expect("reopen");
         assert_eq!(*r.restored_parts("window"), vec![(3, vec![8]), (3, vec![9])]);
-        let mut left = CheckpointStore::epochs(dir.path()).expect("epochs");
+        let mut left = CheckpointStore::epochs(&*crate::storage::open(dir.path()).expect("storage")).expect("epochs");
         left.sort_unstable();
         assert_eq!(left, vec![8, 9]);
     }
