@@ -151,7 +151,10 @@ pub(crate) fn open_sealed<'a>(magic: &[u8; 4], bytes: &'a [u8], what: &Path) -> 
 }
 
 /// Writes a file atomically with `fill`: a temporary file, filled, synced, then renamed.
-pub(crate) fn write_atomically_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+pub(crate) fn write_atomically_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let io = |what: &'static str, source| Error::Io {
         what,
         path: path.to_path_buf(),

@@ -24,12 +24,12 @@
 #![warn(clippy::expect_used)]
 
 mod fence;
-pub mod storage;
 pub mod fingerprint;
 pub mod format;
 mod manifest;
 mod retention;
 pub mod savepoint;
+pub mod storage;
 pub mod store;
 
 pub use fingerprint::{FingerprintDifference, JobFingerprint, FINGERPRINT_FILE};

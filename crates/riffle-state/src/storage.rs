@@ -52,7 +52,6 @@ pub(crate) trait Storage: Send + Sync {
     fn show(&self, rel: &str) -> PathBuf;
 }
 
-
 /// The storage of checkpoint location `location`: `s3://…` or a directory.
 pub(crate) fn open(location: &Path) -> Result<Arc<dyn Storage>> {
     let text = location.to_string_lossy();
@@ -186,7 +185,9 @@ mod object {
             }
             let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
             for pair in query.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').ok_or_else(|| bad(format!("'{pair}' is not name=value")))?;
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("'{pair}' is not name=value")))?;
                 let key = match k {
                     "endpoint" => AmazonS3ConfigKey::Endpoint,
                     "region" => AmazonS3ConfigKey::Region,
@@ -201,7 +202,9 @@ mod object {
             }
             // A plain-HTTP endpoint (a server on the loopback, as in the tests) is allowed when
             // it is named explicitly.
-            let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint).unwrap_or_default();
+            let endpoint = builder
+                .get_config_value(&AmazonS3ConfigKey::Endpoint)
+                .unwrap_or_default();
             if endpoint.starts_with("http://") {
                 builder = builder.with_allow_http(true);
             }

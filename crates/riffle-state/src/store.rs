@@ -43,9 +43,9 @@ use crate::format::{
     epoch_dir_name, epoch_file, manifest_file, parse_epoch_dir, part_file_attempt, part_file_name, read_manifest,
     read_part_file, seal_manifest, write_part_file, Manifest, PartHeader,
 };
-use crate::storage::Storage;
 use crate::manifest::{self, EpochDir};
 use crate::retention;
+use crate::storage::Storage;
 
 /// Where and how often to checkpoint.
 #[derive(Clone, Debug)]
@@ -226,8 +226,8 @@ impl CheckpointStore {
             parts.entry(header.operator).or_default().extend(file_parts);
         }
         // 0: a checkpoint of a riffle that did not number its attempts.
-        let attempt = crate::fence::read_attempt(storage, &epoch_file(manifest.epoch, crate::fence::ATTEMPT_FILE))?
-            .unwrap_or(0);
+        let attempt =
+            crate::fence::read_attempt(storage, &epoch_file(manifest.epoch, crate::fence::ATTEMPT_FILE))?.unwrap_or(0);
         Ok(Restored {
             epoch: manifest.epoch,
             attempt,
