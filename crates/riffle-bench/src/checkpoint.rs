@@ -153,7 +153,7 @@ fn measure_snapshot(dir: &Path, keys: usize, key_bytes: usize) -> Result<Snapsho
 /// The hand-written single-threaded loop on the same keys and counts: one vector encoded with
 /// bincode into one synced file (no key groups, no operator), then read back, decoded and
 /// inserted into a hash map sized in advance. Returns (write, read) seconds.
-fn hand_loop(dir: &Path, keys: usize, key_bytes: usize) -> Result<(f64, f64)> {
+pub(crate) fn hand_loop(dir: &Path, keys: usize, key_bytes: usize) -> Result<(f64, f64)> {
     use std::io::Write;
     let io = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod join;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod recovery;
 pub mod sketches;
 pub mod store;
 pub mod wordcount;
@@ -29,6 +30,8 @@ pub enum BenchCommand {
     Join(join::JoinBenchArgs),
     /// Snapshot and restore time of keyed window state of several sizes.
     Checkpoint(checkpoint::CheckpointBenchArgs),
+    /// Time from a process's death to the job processing again under `riffle supervise`.
+    Recovery(recovery::RecoveryBenchArgs),
     /// Durable appends/s and `$all` reads/s of the event store against hand-written file loops.
     Store(store::StoreBenchArgs),
     /// Messages/s through the Kafka source and sink against a hand-written librdkafka loop.
@@ -44,6 +47,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Join(args) => join::run(args),
         BenchCommand::Checkpoint(args) => checkpoint::run(args),
         BenchCommand::Store(args) => store::run(args),
+        BenchCommand::Recovery(args) => recovery::run(args),
         #[cfg(feature = "kafka")]
         BenchCommand::Kafka(args) => kafka::run(args),
     }

@@ -61,6 +61,7 @@ pub fn run(args: SketchBenchArgs) -> Result<()> {
         disorder: 0,
         timestamps: false,
         rate: None,
+        cyclic: false,
     }
     .write_all(&mut text)
     .map_err(|e| Error::Execution(format!("cannot generate words: {e}")))?;

@@ -212,6 +212,7 @@ pub fn run(args: WordcountBenchArgs) -> Result<()> {
                     disorder: 0,
                     timestamps: true,
                     rate: None,
+                    cyclic: false,
                 };
                 let f = std::fs::File::create(&tmp).map_err(|source| Error::Io {
                     what: "cannot create",

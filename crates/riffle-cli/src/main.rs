@@ -149,6 +149,7 @@ fn main() {
                 disorder: a.disorder,
                 timestamps: true,
                 rate: None,
+                cyclic: false,
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());

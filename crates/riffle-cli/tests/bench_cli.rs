@@ -101,8 +101,42 @@ fn bench_store_checks_every_append_and_read() {
 }
 
 #[test]
+fn bench_recovery_times_a_restart_under_the_supervisor() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = ok_stdout(riffle(&[
+        "bench",
+        "recovery",
+        "--state-mb",
+        "1",
+        "--rate",
+        "100000",
+        "--dir",
+        dir.path().to_str().expect("utf-8 path"),
+    ]));
+    let row = out.lines().nth(2).expect("a row per size");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.get(1), Some(&"45454"), "keys for 1 MB: {out}");
+    // restarted ≤ restored ≤ processing, all measured.
+    let secs = |i: usize| cells[i].trim_end_matches('s').parse::<f64>().expect("seconds");
+    assert!(secs(2) <= secs(3) && secs(3) <= secs(4), "{out}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).map_or(0, |d| d.count()),
+        0,
+        "cleaned up: {out}"
+    );
+}
+
+#[test]
 fn every_benchmark_has_its_subcommand() {
-    for bench in ["wordcount", "sketches", "join", "checkpoint", "kafka", "store"] {
+    for bench in [
+        "wordcount",
+        "sketches",
+        "join",
+        "checkpoint",
+        "kafka",
+        "store",
+        "recovery",
+    ] {
         let out = ok_stdout(riffle(&["bench", bench, "--help"]));
         assert!(out.contains(&format!("bench {bench} [OPTIONS]")), "{bench}: {out}");
     }

@@ -3,7 +3,9 @@
 //! Line `i` is `<ts> <word> <word> …` with `ts = start + i * step − jitter`, where the jitter
 //! is uniform in `[0, disorder)`: records are out of order by less than `disorder`. Words are
 //! `w<n>` with `n` skewed towards small numbers (about Zipfian), so a few words are hot and
-//! most are rare, as in text.
+//! most are rare, as in text; or, with `cyclic=true`, every word of the vocabulary in turn, so
+//! that a job holds state for the whole vocabulary after `vocabulary / words` lines (the
+//! recovery benchmark's way of building a state of a chosen size).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub struct WordGenerator {
     pub timestamps: bool,
     /// Lines per second handed out (Flink's `rows-per-second`); unlimited when `None`.
     pub rate: Option<u64>,
+    /// Every word of the vocabulary in turn (`w0`, `w1`, …) instead of skewed random ones.
+    pub cyclic: bool,
 }
 
 impl Default for WordGenerator {
@@ -47,6 +51,7 @@ impl Default for WordGenerator {
             disorder: 0,
             timestamps: true,
             rate: None,
+            cyclic: false,
         }
     }
 }
@@ -61,7 +66,7 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 impl WordGenerator {
-    /// Parses `words?lines=N&words=W&vocabulary=V&seed=S&start=MS&step=MS&disorder=MS&timestamps=BOOL`
+    /// Parses `words?lines=N&words=W&vocabulary=V&seed=S&start=MS&step=MS&disorder=MS&timestamps=BOOL&cyclic=BOOL`
     /// (every parameter optional).
     ///
     /// ```
@@ -91,6 +96,7 @@ impl WordGenerator {
                 "disorder" => g.disorder = v.parse::<i64>().map_err(|_| bad())?.max(0),
                 "timestamps" => g.timestamps = v.parse().map_err(|_| bad())?,
                 "rate" => g.rate = Some(v.parse::<u64>().map_err(|_| bad())?.max(1)),
+                "cyclic" => g.cyclic = v.parse().map_err(|_| bad())?,
                 _ => return Err(Error::Config(format!("generator parameter '{k}' is unknown"))),
             }
         }
@@ -113,9 +119,13 @@ impl WordGenerator {
             if self.timestamps || w > 0 {
                 out.push(b' ');
             }
-            // u^3 skews towards 0: word n has probability ~ n^(-2/3) — a heavy head, long tail.
-            let u = (splitmix(&mut rng) >> 11) as f64 / (1u64 << 53) as f64;
-            let n = ((u * u * u) * self.vocabulary as f64) as u64;
+            let n = if self.cyclic {
+                (i.wrapping_mul(u64::from(self.words_per_line)) + u64::from(w)) % self.vocabulary
+            } else {
+                // u^3 skews towards 0: word n has probability ~ n^(-2/3) — a heavy head, long tail.
+                let u = (splitmix(&mut rng) >> 11) as f64 / (1u64 << 53) as f64;
+                ((u * u * u) * self.vocabulary as f64) as u64
+            };
             let _ = write!(out, "w{n}");
         }
     }

@@ -74,6 +74,21 @@ impl CheckpointStore {
         Ok(manifest::newest_complete(&CheckpointStore::epoch_dirs(&*storage)?, 0))
     }
 
+    /// The newest checkpoint of `dir` with a manifest and the bytes of the files it lists (what
+    /// a restore reads), for measurements.
+    pub fn newest_checkpoint_bytes(dir: &Path) -> Result<Option<(u64, u64)>> {
+        let storage = crate::storage::open(dir)?;
+        let Some(epoch) = manifest::newest_complete(&CheckpointStore::epoch_dirs(&*storage)?, 0) else {
+            return Ok(None);
+        };
+        let manifest = read_manifest(&*storage, &manifest_file(epoch))?;
+        let mut bytes = 0;
+        for rel in &manifest.files {
+            bytes += storage.size(rel)?;
+        }
+        Ok(Some((epoch, bytes)))
+    }
+
     /// The fingerprint of the checkpoint a store opened on `dir` would restore: that of its
     /// newest checkpoint with a manifest (`None` if there is none, or if that checkpoint has no
     /// fingerprint). Reads only that small file, for a job to adopt a setting it leaves to its

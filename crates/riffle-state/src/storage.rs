@@ -40,6 +40,8 @@ pub(crate) trait Storage: Send + Sync {
     fn get(&self, rel: &str) -> Result<Option<Vec<u8>>>;
     /// Whether `rel` exists.
     fn exists(&self, rel: &str) -> Result<bool>;
+    /// The size of `rel` in bytes.
+    fn size(&self, rel: &str) -> Result<u64>;
     /// The names of the directories directly under the location (none if it does not exist).
     fn list_dirs(&self) -> Result<Vec<String>>;
     /// The names of the files directly under `dir` (none if it does not exist).
@@ -115,6 +117,13 @@ impl Storage for LocalStorage {
 
     fn exists(&self, rel: &str) -> Result<bool> {
         Ok(self.root.join(rel).exists())
+    }
+
+    fn size(&self, rel: &str) -> Result<u64> {
+        let path = self.root.join(rel);
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(io("cannot look up", &path))
     }
 
     fn list_dirs(&self) -> Result<Vec<String>> {
@@ -286,6 +295,13 @@ mod object {
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
                 Err(e) => Err(self.failed("cannot look up", rel, e)),
             }
+        }
+
+        fn size(&self, rel: &str) -> Result<u64> {
+            let path = self.path(rel);
+            self.block_on(self.store.head(&path))
+                .map(|meta| meta.size)
+                .map_err(|e| self.failed("cannot look up", rel, e))
         }
 
         fn list_dirs(&self) -> Result<Vec<String>> {
