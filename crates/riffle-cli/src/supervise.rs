@@ -18,6 +18,9 @@
 //!   otherwise wait for TCP's own timeouts, many minutes);
 //! - every process exiting 0 ends the supervisor with 0 (a bounded input was read).
 //!
+//! `--hosts` puts the processes on other addresses (network namespaces, or hosts reached through
+//! `--launcher`, a command prefix such as `ip netns exec ns{i}` that execs riffle there).
+//!
 //! A failed attempt's processes are killed (SIGKILL: a restart restores from the checkpoint, so
 //! nothing of theirs is needed), and the restart strategy decides: start them again after its
 //! delay, or give up with exit 1 and the last cause. A process that exits 2 (its arguments are
@@ -55,6 +58,15 @@ pub struct SuperviseArgs {
     /// for this long has failed (0: never).
     #[arg(long, default_value = "60s")]
     progress_timeout: String,
+    /// The host (an address of this machine, or of a network namespace) of each process,
+    /// comma separated (default: 127.0.0.1 for all). Ports are picked free on this machine.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// A command that starts each process, before riffle's own, with `{i}` replaced by the
+    /// process index: `ip netns exec ns{i}`, `nsenter --net=/run/netns/ns{i}`. It must exec
+    /// riffle (so that the supervisor's signals reach it), as these do.
+    #[arg(long)]
+    launcher: Option<String>,
     /// The job's arguments, after `--` (a subcommand and its flags, without --processes,
     /// --process and --addresses, which the supervisor adds).
     #[arg(last = true, required = true)]
@@ -92,6 +104,13 @@ pub fn run(args: SuperviseArgs) -> Result<()> {
         Duration::from_millis(riffle_core::duration::parse_millis(&args.progress_timeout)?.max(0) as u64);
     if args.processes == 0 {
         return Err(Error::Config("--processes must be at least 1".into()));
+    }
+    if !args.hosts.is_empty() && args.hosts.len() != args.processes {
+        return Err(Error::Config(format!(
+            "--hosts lists {} hosts for {} processes",
+            args.hosts.len(),
+            args.processes
+        )));
     }
     for own in ["--processes", "-n", "--process", "-p", "--addresses"] {
         if args.job.iter().any(|a| a == own || a.starts_with(&format!("{own}="))) {
@@ -177,8 +196,8 @@ fn flag_value(args: &[String], flag: &str) -> Option<String> {
     })
 }
 
-/// A loopback address with a port free at the time of the call.
-fn free_address() -> Result<String> {
+/// A loopback port free at the time of the call.
+fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Network {
         what: "cannot find a free port on",
         address: "127.0.0.1".into(),
@@ -189,7 +208,7 @@ fn free_address() -> Result<String> {
         address: "127.0.0.1".into(),
         source,
     })?;
-    Ok(addr.to_string())
+    Ok(addr.port())
 }
 
 /// Sends `signal` to `child`. The callers signal only children whose exit they have not
@@ -220,11 +239,30 @@ fn run_attempt(
     let n = args.processes;
     let addresses = match n {
         1 => Vec::new(),
-        _ => (0..n).map(|_| free_address()).collect::<Result<Vec<_>>>()?,
+        _ => (0..n)
+            .map(|i| {
+                let port = free_port()?;
+                Ok(match args.hosts.get(i) {
+                    Some(host) => format!("{host}:{port}"),
+                    None => format!("127.0.0.1:{port}"),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
     };
     let mut children: Vec<(Child, Option<ExitStatus>)> = Vec::with_capacity(n);
     for i in 0..n {
-        let mut command = Command::new(exe);
+        let mut command = match &args.launcher {
+            Some(launcher) => {
+                let mut words = launcher.split_whitespace().map(|w| w.replace("{i}", &i.to_string()));
+                let program = words
+                    .next()
+                    .ok_or_else(|| Error::Config("--launcher is empty".into()))?;
+                let mut c = Command::new(program);
+                c.args(words).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         command.args(&args.job).stdin(Stdio::null());
         if n > 1 {
             command.args(["--processes", &n.to_string(), "--process", &i.to_string()]);
