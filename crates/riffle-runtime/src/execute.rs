@@ -456,14 +456,28 @@ where
     }
     let guards = timely::execute::execute_from(allocators, others, timely::WorkerConfig::default(), move |worker| {
         let ctx = Arc::clone(&worker_ctx);
-        crate::checkpoint::reset_stateful_names();
-        worker.dataflow::<Time, _, _>(|scope| {
-            let mut env = StreamEnv::new(scope, Arc::clone(&ctx));
-            build(&mut env);
-        });
-        while worker.step_or_park(Some(Duration::from_millis(50))) {}
-        if processes > 1 {
-            gather_job_total(worker, &ctx, threads);
+        let index = worker.index();
+        // A panic in an operator (a bug, an assertion of the user's code) fails the job with
+        // its message: timely's guard reports only that the thread panicked.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::checkpoint::reset_stateful_names();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let mut env = StreamEnv::new(scope, Arc::clone(&ctx));
+                build(&mut env);
+            });
+            while worker.step_or_park(Some(Duration::from_millis(50))) {}
+            if processes > 1 {
+                gather_job_total(worker, &ctx, threads);
+            }
+        }));
+        if let Err(payload) = ran {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "without a message".into());
+            ctx.fail(Error::Execution(format!("worker {index} panicked: {message}")));
+            std::panic::resume_unwind(payload);
         }
     })
     .map_err(|e| Error::Execution(format!("cannot start workers: {e}")))?;
