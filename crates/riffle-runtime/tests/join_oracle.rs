@@ -410,6 +410,8 @@ fn interval_join_state_levels_off_on_a_long_stream() {
     // the interval (±100 ms at 1 record/ms per side) and the disorder, plus what the sources
     // read ahead of the slower side's watermark (timely has no backpressure; scheduling
     // dependent, hence the median and a loose bound). Never the stream.
-    assert!(long_median < 10_000, "median state {long_median} rows");
+    // 10 000 held on a quiet machine; 22 916 was seen once in the full suite on 2 busy cores,
+    // so the bound is a tenth of the stream: far from holding it, loose enough for scheduling.
+    assert!(long_median < 40_000, "median state {long_median} rows of 400 000 records");
     assert!(long_peak < 200_000, "peak state {long_peak} rows of 400 000 records");
 }
