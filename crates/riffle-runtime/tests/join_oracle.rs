@@ -412,6 +412,9 @@ fn interval_join_state_levels_off_on_a_long_stream() {
     // dependent, hence the median and a loose bound). Never the stream.
     // 10 000 held on a quiet machine; 22 916 was seen once in the full suite on 2 busy cores,
     // so the bound is a tenth of the stream: far from holding it, loose enough for scheduling.
-    assert!(long_median < 40_000, "median state {long_median} rows of 400 000 records");
+    assert!(
+        long_median < 40_000,
+        "median state {long_median} rows of 400 000 records"
+    );
     assert!(long_peak < 200_000, "peak state {long_peak} rows of 400 000 records");
 }
