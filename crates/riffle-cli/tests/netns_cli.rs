@@ -10,7 +10,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,44 +84,6 @@ impl Drop for Namespaces {
     }
 }
 
-fn job(lines: u64, rate: u64) -> Vec<String> {
-    let rate = match rate {
-        0 => String::new(),
-        r => format!("&rate={r}"),
-    };
-    let source = format!("generate://words?lines={lines}&vocabulary=50&step=1{rate}");
-    [
-        "wordcount",
-        "--source",
-        &source,
-        "--time",
-        "event",
-        "--window",
-        "10s",
-        "--format",
-        "json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn committed(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(out).expect("output dir").filter_map(|e| e.ok()) {
-        if entry.path().is_file() {
-            lines.extend(
-                std::fs::read_to_string(entry.path())
-                    .expect("part file")
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-    }
-    lines.sort();
-    lines
-}
-
 #[test]
 fn a_job_over_two_network_namespaces_survives_its_link_going_down() {
     let ns = Namespaces::new();
@@ -137,7 +98,7 @@ fn a_job_over_two_network_namespaces_survives_its_link_going_down() {
         .arg("--launcher")
         .arg(format!("ip netns exec rf{}n{{i}}", std::process::id()))
         .arg("--")
-        .args(job(lines, 30_000))
+        .args(common::generated_wordcount(lines, 30_000))
         .arg("--checkpoint-dir")
         .arg(&ck)
         .args(["--checkpoint-interval", "200ms"])
@@ -194,6 +155,6 @@ fn a_job_over_two_network_namespaces_survives_its_link_going_down() {
     let _ = reader.join();
     assert!(status.success(), "{}", text());
     assert!(text().contains(&format!("on {}:", ns.hosts[0])), "{}", text());
-    let want = common::sorted_stdout(riffle().args(job(lines, 0)));
-    assert_eq!(committed(&out), want, "{}", text());
+    let want = common::sorted_stdout(riffle().args(common::generated_wordcount(lines, 0)));
+    assert_eq!(common::committed_lines(&out), want, "{}", text());
 }

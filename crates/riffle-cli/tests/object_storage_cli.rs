@@ -77,59 +77,8 @@ fn riffle_s3() -> Command {
     c
 }
 
-fn job(lines: u64, rate: u64) -> Vec<String> {
-    let rate = match rate {
-        0 => String::new(),
-        r => format!("&rate={r}"),
-    };
-    let source = format!("generate://words?lines={lines}&vocabulary=50&step=1{rate}");
-    [
-        "wordcount",
-        "--source",
-        &source,
-        "--time",
-        "event",
-        "--window",
-        "10s",
-        "--format",
-        "json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn checkpointed(lines: u64, rate: u64, location: &str, out: &Path) -> Vec<String> {
-    let mut args = job(lines, rate);
-    args.extend([
-        "--checkpoint-dir".into(),
-        location.into(),
-        "--checkpoint-interval".into(),
-        "200ms".into(),
-        "--sink".into(),
-        format!("file://{}", out.display()),
-    ]);
-    args
-}
-
 fn oracle(lines: u64) -> Vec<String> {
-    common::sorted_stdout(riffle().args(job(lines, 0)))
-}
-
-fn committed(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(out).expect("output dir").filter_map(|e| e.ok()) {
-        if entry.path().is_file() {
-            lines.extend(
-                std::fs::read_to_string(entry.path())
-                    .expect("part file")
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-    }
-    lines.sort();
-    lines
+    common::sorted_stdout(riffle().args(common::generated_wordcount(lines, 0)))
 }
 
 /// The checkpoints with a manifest under `folder` (the server's files).
@@ -200,7 +149,7 @@ fn a_job_killed_again_and_again_resumes_from_s3_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let lines = 300_000;
-    let args = checkpointed(lines, 60_000, &s3.location("jobs/wc"), &out);
+    let args = common::checkpointed_wordcount(lines, 60_000, &s3.location("jobs/wc"), &out);
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     for _ in 0..5 {
         let mut child = riffle_s3()
@@ -220,7 +169,7 @@ fn a_job_killed_again_and_again_resumes_from_s3_exactly_once() {
     assert!(!s3.folder("jobs/wc").join("LOCK.p0").exists(), "no lock file on S3");
     let err = finish(riffle_s3().args(&args));
     assert!(err.contains("resuming from checkpoint"), "{err}");
-    assert_eq!(committed(&out), oracle(lines));
+    assert_eq!(common::committed_lines(&out), oracle(lines));
 }
 
 #[test]
@@ -229,7 +178,7 @@ fn a_checkpoint_whose_manifest_never_arrived_is_not_restored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let lines = 200_000;
-    let args = checkpointed(lines, 50_000, &s3.location("ck"), &out);
+    let args = common::checkpointed_wordcount(lines, 50_000, &s3.location("ck"), &out);
     let mut child = riffle_s3()
         .args(&args)
         .stdout(Stdio::null())
@@ -256,7 +205,7 @@ fn a_checkpoint_whose_manifest_never_arrived_is_not_restored() {
         err.contains(&format!("resuming from checkpoint {}", epoch - 1)),
         "the checkpoint before {torn}: {err}"
     );
-    assert_eq!(committed(&out), oracle(lines));
+    assert_eq!(common::committed_lines(&out), oracle(lines));
 }
 
 #[test]
@@ -265,7 +214,7 @@ fn a_zombie_on_object_storage_commits_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let lines = 150_000;
-    let args = checkpointed(lines, 50_000, &s3.location("zombie"), &out);
+    let args = common::checkpointed_wordcount(lines, 50_000, &s3.location("zombie"), &out);
     let zombie = riffle_s3()
         .args(&args)
         .stdout(Stdio::null())
@@ -280,14 +229,14 @@ fn a_zombie_on_object_storage_commits_nothing() {
     signal("-STOP");
     let err = finish(riffle_s3().args(&args));
     assert!(err.contains("resuming from checkpoint"), "{err}");
-    let after_new = committed(&out);
+    let after_new = common::committed_lines(&out);
     assert_eq!(after_new, oracle(lines));
     signal("-CONT");
     let o = common::wait_with_deadline(zombie, DEADLINE, "the zombie");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "the zombie fails: {err}");
     assert!(err.contains("fenced: attempt 2 of this job has started"), "{err}");
-    assert_eq!(committed(&out), after_new, "the zombie committed nothing");
+    assert_eq!(common::committed_lines(&out), after_new, "the zombie committed nothing");
 }
 
 #[test]
@@ -299,7 +248,12 @@ fn the_processes_of_a_supervised_job_share_their_checkpoints_on_s3() {
     let mut supervisor = riffle_s3()
         .args(["supervise", "--processes", "2"])
         .args(["--restart-strategy", "fixed-delay:attempts=5,delay=100ms", "--"])
-        .args(checkpointed(lines, 30_000, &s3.location("cluster"), &out))
+        .args(common::checkpointed_wordcount(
+            lines,
+            30_000,
+            &s3.location("cluster"),
+            &out,
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -327,5 +281,5 @@ fn the_processes_of_a_supervised_job_share_their_checkpoints_on_s3() {
         err.contains("restart 1 in"),
         "a process was killed and the job restarted: {err}"
     );
-    assert_eq!(committed(&out), oracle(lines));
+    assert_eq!(common::committed_lines(&out), oracle(lines));
 }

@@ -123,60 +123,9 @@ impl Drop for Running {
     }
 }
 
-/// The word count of these tests: `lines` generated lines at `rate` per second (0: as fast as
-/// possible), 10 s event-time windows, JSON.
-fn job(lines: u64, rate: u64) -> Vec<String> {
-    let rate = match rate {
-        0 => String::new(),
-        r => format!("&rate={r}"),
-    };
-    let source = format!("generate://words?lines={lines}&vocabulary=50&step=1{rate}");
-    [
-        "wordcount",
-        "--source",
-        &source,
-        "--time",
-        "event",
-        "--window",
-        "10s",
-        "--format",
-        "json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-/// The job's arguments with checkpoints in `ck` and committed output in `out`.
-fn checkpointed(lines: u64, rate: u64, ck: &Path, out: &Path) -> Vec<String> {
-    let mut args = job(lines, rate);
-    args.extend([
-        "--checkpoint-dir".to_string(),
-        ck.display().to_string(),
-        "--checkpoint-interval".to_string(),
-        "200ms".to_string(),
-        "--sink".to_string(),
-        format!("file://{}", out.display()),
-    ]);
-    args
-}
-
 /// What an uninterrupted run prints, sorted.
 fn oracle(lines: u64) -> Vec<String> {
-    common::sorted_stdout(riffle().args(job(lines, 0)))
-}
-
-/// The committed part files of `out`, their lines sorted.
-fn committed(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(out).expect("output dir").filter_map(|e| e.ok()) {
-        if entry.path().is_file() {
-            let text = std::fs::read_to_string(entry.path()).expect("part file");
-            lines.extend(text.lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
+    common::sorted_stdout(riffle().args(common::generated_wordcount(lines, 0)))
 }
 
 /// Every file under `dir` with its bytes, sorted by path.
@@ -210,7 +159,7 @@ fn complete_checkpoints(ck: &Path) -> usize {
 fn a_second_instance_on_a_running_jobs_checkpoint_directory_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ck, out) = (dir.path().join("ck"), dir.path().join("out"));
-    let args = checkpointed(150_000, 50_000, &ck, &out);
+    let args = common::checkpointed_wordcount(150_000, 50_000, &ck.display().to_string(), &out);
     let first = Running::start(riffle().args(&args));
     let start = Instant::now();
     while complete_checkpoints(&ck) == 0 {
@@ -234,7 +183,7 @@ fn a_second_instance_on_a_running_jobs_checkpoint_directory_is_refused_and_chang
     signal(first.child.id(), "-CONT");
     let (status, err) = first.wait();
     assert!(status.success(), "{err}");
-    assert_eq!(committed(&out), oracle(150_000));
+    assert_eq!(common::committed_lines(&out), oracle(150_000));
 }
 
 #[test]
@@ -246,7 +195,12 @@ fn a_three_process_job_killed_ten_times_under_the_supervisor_commits_what_an_uni
         riffle()
             .args(["supervise", "--processes", "3"])
             .args(["--restart-strategy", "fixed-delay:attempts=20,delay=100ms", "--"])
-            .args(checkpointed(lines, 25_000, &ck, &out)),
+            .args(common::checkpointed_wordcount(
+                lines,
+                25_000,
+                &ck.display().to_string(),
+                &out,
+            )),
     );
     // A fixed seed: the moments and the processes vary, and a failure can be replayed.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -272,7 +226,11 @@ fn a_three_process_job_killed_ten_times_under_the_supervisor_commits_what_an_uni
         );
     }
     assert!(err.contains("the job finished (attempt 11)"), "{err}");
-    assert_eq!(committed(&out), oracle(lines), "exactly once after 10 kills:\n{err}");
+    assert_eq!(
+        common::committed_lines(&out),
+        oracle(lines),
+        "exactly once after 10 kills:\n{err}"
+    );
 }
 
 #[test]
@@ -284,7 +242,12 @@ fn a_stopped_process_is_detected_by_the_progress_timeout_and_the_job_restarted()
         riffle()
             .args(["supervise", "--processes", "2", "--progress-timeout", "2s"])
             .args(["--restart-strategy", "fixed-delay:attempts=3,delay=100ms", "--"])
-            .args(checkpointed(lines, 30_000, &ck, &out)),
+            .args(common::checkpointed_wordcount(
+                lines,
+                30_000,
+                &ck.display().to_string(),
+                &out,
+            )),
     );
     let pids = supervisor.wait_for_attempt(1);
     let start = Instant::now();
@@ -302,7 +265,7 @@ fn a_stopped_process_is_detected_by_the_progress_timeout_and_the_job_restarted()
     let (status, err) = supervisor.wait();
     assert!(status.success(), "{err}");
     assert!(err.contains("no checkpoint completed"), "the cause is printed:\n{err}");
-    assert_eq!(committed(&out), oracle(lines));
+    assert_eq!(common::committed_lines(&out), oracle(lines));
 }
 
 #[test]
@@ -381,11 +344,11 @@ fn sigterm_stops_every_process_cleanly_and_the_next_supervisor_resumes_exactly_o
     let dir = tempfile::tempdir().expect("tempdir");
     let (ck, out) = (dir.path().join("ck"), dir.path().join("out"));
     let lines = 200_000;
-    let args = checkpointed(lines, 40_000, &ck, &out);
+    let args = common::checkpointed_wordcount(lines, 40_000, &ck.display().to_string(), &out);
     let mut supervisor = Running::start(riffle().args(["supervise", "--processes", "2", "--"]).args(&args));
     supervisor.wait_for_attempt(1);
     let start = Instant::now();
-    while committed(&out).is_empty() {
+    while common::committed_lines(&out).is_empty() {
         assert!(
             start.elapsed() < DEADLINE,
             "nothing committed:\n{}",
@@ -398,12 +361,12 @@ fn sigterm_stops_every_process_cleanly_and_the_next_supervisor_resumes_exactly_o
     assert!(status.success(), "{err}");
     assert!(err.contains("the job stopped cleanly"), "{err}");
     assert!(
-        committed(&out).len() < oracle(lines).len(),
+        common::committed_lines(&out).len() < oracle(lines).len(),
         "stopped before the end:\n{err}"
     );
 
     let (status, err) = Running::start(riffle().args(["supervise", "--processes", "2", "--"]).args(&args)).wait();
     assert!(status.success(), "{err}");
     assert!(err.contains("resuming from checkpoint"), "{err}");
-    assert_eq!(committed(&out), oracle(lines));
+    assert_eq!(common::committed_lines(&out), oracle(lines));
 }

@@ -262,3 +262,54 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// The word count of the fencing, supervisor, object-storage and namespace tests: `lines`
+/// generated lines (10 words of a vocabulary of 50, 1 ms apart) at `rate` lines per second (0: as fast as possible),
+/// 10 s event-time windows, JSON lines.
+pub fn generated_wordcount(lines: u64, rate: u64) -> Vec<String> {
+    let rate = match rate {
+        0 => String::new(),
+        r => format!("&rate={r}"),
+    };
+    let source = format!("generate://words?lines={lines}&vocabulary=50&step=1{rate}");
+    let args = [
+        "wordcount",
+        "--source",
+        &source,
+        "--time",
+        "event",
+        "--window",
+        "10s",
+        "--format",
+        "json",
+    ];
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// The lines of the committed part files of the file sink's folder `out`, sorted.
+pub fn committed_lines(out: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(out).expect("output dir").filter_map(|e| e.ok()) {
+        if entry.path().is_file() {
+            let text = std::fs::read_to_string(entry.path()).expect("part file");
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// [`generated_wordcount`] with checkpoints every 200 ms at `location` (a folder or `s3://…`)
+/// and committed part files in `out`.
+pub fn checkpointed_wordcount(lines: u64, rate: u64, location: &str, out: &std::path::Path) -> Vec<String> {
+    let mut args = generated_wordcount(lines, rate);
+    args.extend([
+        "--checkpoint-dir".to_string(),
+        location.to_string(),
+        "--checkpoint-interval".to_string(),
+        "200ms".to_string(),
+        "--sink".to_string(),
+        format!("file://{}", out.display()),
+    ]);
+    args
+}
