@@ -400,3 +400,50 @@ fn an_idle_partition_holds_the_watermark_back_only_until_the_idle_timeout() {
         .collect();
     assert_eq!(windows, (0..9).map(|i| i * 2_000).collect(), "{closed:?}");
 }
+
+#[test]
+fn a_process_reading_only_an_idle_partition_does_not_hold_back_the_other() {
+    // As above, on two processes of one worker each: process 1 reads only the empty
+    // partition. Idleness is global: its worker follows the watermark process 0 announces.
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("words", 2, 1).expect("topic");
+    let producer: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .expect("producer");
+    for i in 0..200i64 {
+        let line = format!("{} w{}", 1_700_000_000_000 + i * 100, i % 3);
+        producer
+            .send(BaseRecord::<(), str>::to("words").partition(0).payload(&line))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let addresses = format!("127.0.0.1:{},127.0.0.1:{}", common::free_port(), common::free_port());
+    let source = format!("kafka://{}/words?group.id=two", mock.bootstrap_servers());
+    let processes: Vec<std::process::Child> = ["0", "1"]
+        .iter()
+        .map(|p| {
+            riffle()
+                .args(job(&source, &["--idle-timeout", "300ms", "-n", "2", "-p", p]))
+                .args(["--addresses", &addresses])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("riffle starts")
+        })
+        .collect();
+    let readers: Vec<_> = processes
+        .into_iter()
+        .map(|child| std::thread::spawn(move || lines_within(child, Duration::from_secs(6))))
+        .collect();
+    let closed: Vec<String> = readers.into_iter().flat_map(|r| r.join().expect("reader")).collect();
+    let windows: std::collections::BTreeSet<i64> = closed
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["window_start"].as_i64().expect("window_start") - 1_700_000_000_000
+        })
+        .collect();
+    assert_eq!(windows, (0..9).map(|i| i * 2_000).collect(), "{closed:?}");
+}

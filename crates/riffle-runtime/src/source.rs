@@ -356,242 +356,301 @@ pub(crate) fn split_source<'s, D: timely::ExchangeData>(
     };
     let op_name = crate::checkpoint::stateful_name(name);
     let shared_watermark = ctx.source_watermark(&op_name);
-    source::<_, CapacityContainerBuilder<Vec<(EventTime, D)>>, _, _>(scope, name, move |capability, info| {
-        let activator = scope.activator_for(Rc::clone(&info.address));
-        let now = ctx.clock().now_millis();
-        let store = ctx.checkpoints().cloned();
-        let worker = scope.index();
-        let restored: HashMap<u32, SplitCheckpoint> = match &store {
-            Some(store) => store
-                .restored_parts(&op_name)
-                .iter()
-                .filter_map(|(i, bytes)| crate::checkpoint::decode(bytes, &op_name).ok().map(|c| (*i, c)))
-                .collect(),
-            None => HashMap::new(),
-        };
-        // Splits already finished at the checkpoint, with what it recorded of them.
-        let mut finished: Vec<(u32, SplitCheckpoint)> = Vec::new();
-        let mut splits: Vec<SplitState<D>> = Vec::new();
-        for (index, mut reader) in readers {
-            let mut watermark = strategy.generator();
-            if let Some(c) = restored.get(&index) {
-                if c.finished {
-                    finished.push((index, *c));
-                    continue;
-                }
-                watermark.restore(c.max_seen);
-                if let Some(p) = c.position {
-                    if let Err(e) = reader.seek(p) {
-                        ctx.fail(e);
+    // The furthest watermark of this worker's active splits, which `announce_watermarks`
+    // sends to every worker of every process (with an idle timeout only).
+    let announced = Rc::new(std::cell::Cell::new(WATERMARK_MIN));
+    let active_watermark = Rc::clone(&announced);
+    let board = Arc::clone(&shared_watermark);
+    let stream = source::<_, CapacityContainerBuilder<Vec<(EventTime, D)>>, _, _>(
+        scope,
+        name,
+        move |capability, info| {
+            let activator = scope.activator_for(Rc::clone(&info.address));
+            let now = ctx.clock().now_millis();
+            let store = ctx.checkpoints().cloned();
+            let worker = scope.index();
+            let restored: HashMap<u32, SplitCheckpoint> = match &store {
+                Some(store) => store
+                    .restored_parts(&op_name)
+                    .iter()
+                    .filter_map(|(i, bytes)| crate::checkpoint::decode(bytes, &op_name).ok().map(|c| (*i, c)))
+                    .collect(),
+                None => HashMap::new(),
+            };
+            // Splits already finished at the checkpoint, with what it recorded of them.
+            let mut finished: Vec<(u32, SplitCheckpoint)> = Vec::new();
+            let mut splits: Vec<SplitState<D>> = Vec::new();
+            for (index, mut reader) in readers {
+                let mut watermark = strategy.generator();
+                if let Some(c) = restored.get(&index) {
+                    if c.finished {
+                        finished.push((index, *c));
+                        continue;
+                    }
+                    watermark.restore(c.max_seen);
+                    if let Some(p) = c.position {
+                        if let Err(e) = reader.seek(p) {
+                            ctx.fail(e);
+                        }
                     }
                 }
-            }
-            if store.is_some() && reader.position().is_none() {
-                ctx.fail(riffle_core::Error::Config(format!(
+                if store.is_some() && reader.position().is_none() {
+                    ctx.fail(riffle_core::Error::Config(format!(
                     "{name} split {index} reads standard input or a socket, which cannot be read again from a checkpoint: a job with checkpoints needs a source that can (a file, file://PATH; a Kafka topic; generated data)"
                 )));
+                }
+                splits.push(SplitState {
+                    index,
+                    reader,
+                    watermark,
+                    last_data: now,
+                    idle: false,
+                    records: 0,
+                });
             }
-            splits.push(SplitState {
-                index,
-                reader,
-                watermark,
-                last_data: now,
-                idle: false,
-                records: 0,
+            // Splits that can say when they have data again (a store open in this process) wake
+            // the operator from the thread that makes the data available; the others are polled
+            // again after IDLE_REPOLL. The waker lives as long as the operator (the splits hold it
+            // weakly or by clone).
+            let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
+            let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                // Fails only once the worker is gone, and then nobody is left to wake.
+                let _ = sync_activator.activate();
             });
-        }
-        // Splits that can say when they have data again (a store open in this process) wake
-        // the operator from the thread that makes the data available; the others are polled
-        // again after IDLE_REPOLL. The waker lives as long as the operator (the splits hold it
-        // weakly or by clone).
-        let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
-        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-            // Fails only once the worker is gone, and then nobody is left to wake.
-            let _ = sync_activator.activate();
-        });
-        for split in splits.iter_mut() {
-            split.reader.wake_on_data(&wake);
-        }
-        let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
-        // Checkpoints are cut every `interval` of wall time (processing time of the job, not
-        // the injected clock: a ManualClock would stop them).
-        #[allow(clippy::disallowed_methods)]
-        let mut last_cut = std::time::Instant::now();
-        let mut cap = if splits.is_empty() && finished.is_empty() {
-            None
-        } else {
-            let mut c = capability;
-            c.downgrade(&Time::new(epoch, WATERMARK_MIN));
-            Some(c)
-        };
-        move |output| {
-            let Some(c) = cap.as_mut() else { return };
-            if ctx.is_cancelled() {
-                cap = None;
-                return;
+            for split in splits.iter_mut() {
+                split.reader.wake_on_data(&wake);
             }
-            if ctx.stop_requested() {
-                // A clean stop: the open epoch ends here, with every split's position (the
-                // final checkpoint), and its records go on through the dataflow as usual.
-                if let Some(store) = &store {
-                    if let Err(e) = write_cut(store, epoch, &op_name, worker, &splits, &finished) {
-                        ctx.fail(e);
-                    }
-                }
-                tracing::info!(
-                    "{op_name} on worker {worker}: stopped, {} split(s) not read to the end",
-                    splits.len()
-                );
-                cap = None;
-                return;
-            }
-            // A scheduling budget (20 ms per activation): wall time.
+            let mut epoch = store.as_ref().map_or(0, |s| s.start_epoch());
+            // Checkpoints are cut every `interval` of wall time (processing time of the job, not
+            // the injected clock: a ManualClock would stop them).
             #[allow(clippy::disallowed_methods)]
-            let started = Instant::now();
-            let mut more_now = false;
-            let mut got_records = false;
-            let mut i = 0;
-            while i < splits.len() {
-                let mut finished_now = false;
-                // Poll this split a bounded number of times, so that downstream operators run
-                // between chunks and the watermark keeps moving.
-                for _ in 0..16 {
-                    let split = &mut splits[i];
-                    match split.reader.poll(chunk) {
-                        // A record of this chunk failed the job (strict mode): nothing of
-                        // the chunk leaves, and the watermark stays where it was.
-                        Ok(SplitPoll::Records(_)) if ctx.is_cancelled() => {
-                            cap = None;
-                            return;
-                        }
-                        Ok(SplitPoll::Records(mut records)) => {
-                            got_records = true;
-                            let now = ctx.clock().now_millis();
-                            split.last_data = now;
-                            split.idle = false;
-                            let wm = match mode {
-                                TimeMode::Processing => {
-                                    for r in records.iter_mut() {
-                                        r.0 = now;
-                                    }
-                                    now
-                                }
-                                TimeMode::Event(_) => split.watermark.current(),
-                            };
-                            for r in &records {
-                                split.watermark.observe(r.0);
-                            }
-                            split.records += records.len() as u64;
-                            ctx.metrics()
-                                .records_in
-                                .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                            let time = Time::new(c.time().epoch, wm.max(c.time().watermark));
-                            let at = c.delayed(&time);
-                            output.session(&at).give_container(&mut records);
-                        }
-                        Ok(SplitPoll::Pending) => break,
-                        Ok(SplitPoll::Finished) => {
-                            finished_now = true;
-                            break;
-                        }
-                        Err(e) => {
-                            ctx.fail(e);
-                            finished_now = true;
-                            break;
-                        }
-                    }
-                    if started.elapsed() > Duration::from_millis(20) {
-                        more_now = true;
-                        break;
-                    }
-                }
-                if finished_now {
-                    let split = splits.swap_remove(i);
-                    tracing::info!(
-                        "{op_name}: split {} ended on worker {worker} after {} records in this run",
-                        split.index,
-                        split.records
-                    );
-                    finished.push((split.index, split.checkpoint(true)));
-                } else {
-                    i += 1;
-                }
-            }
-            if ctx.is_cancelled() {
-                cap = None;
-                return;
-            }
-            // Cut the epoch here, between chunks: record every split's position for the
-            // epoch whose records were all emitted, then move on to the next one. The last
-            // cut, once every split has ended, records where they ended.
-            if let Some(store) = &store {
-                if splits.is_empty() || last_cut.elapsed() >= store.config().interval {
-                    if let Err(e) = write_cut(store, epoch, &op_name, worker, &splits, &finished) {
-                        ctx.fail(e);
-                    }
-                    epoch += 1;
-                    #[allow(clippy::disallowed_methods)] // see `last_cut` above
-                    {
-                        last_cut = std::time::Instant::now();
-                    }
-                    if !splits.is_empty() {
-                        let t = Time::new(epoch, c.time().watermark);
-                        c.downgrade(&t);
-                    }
-                }
-            }
-            if splits.is_empty() {
-                cap = None;
-                return;
-            }
-            let now = ctx.clock().now_millis();
-            let target = match mode {
-                TimeMode::Processing => now,
-                TimeMode::Event(s) => {
-                    if let Some(timeout) = s.idle_timeout {
-                        for split in splits.iter_mut() {
-                            if now - split.last_data >= timeout {
-                                split.idle = true;
-                            }
-                        }
-                    }
-                    // Idle splits do not hold the watermark back. When every split of this
-                    // worker is idle, the worker follows the furthest of its own splits and
-                    // of the workers of this process that have active ones: an idle split's
-                    // watermark stays valid until it has data again, and a worker whose splits
-                    // never had any would otherwise hold the job at its start forever.
-                    let active = splits.iter().filter(|s| !s.idle).map(|s| s.watermark.current()).min();
-                    match active {
-                        Some(w) => {
-                            shared_watermark.fetch_max(w, std::sync::atomic::Ordering::Relaxed);
-                            w
-                        }
-                        None => splits
-                            .iter()
-                            .map(|s| s.watermark.current())
-                            .max()
-                            .unwrap_or(WATERMARK_MIN)
-                            .max(shared_watermark.load(std::sync::atomic::Ordering::Relaxed)),
-                    }
-                }
-            };
-            if target > c.time().watermark {
-                let t = Time::new(c.time().epoch, target);
-                c.downgrade(&t);
-            }
-            let _keep_waker = &wake;
-            if more_now || got_records {
-                activator.activate();
+            let mut last_cut = std::time::Instant::now();
+            let mut cap = if splits.is_empty() && finished.is_empty() {
+                None
             } else {
-                // Every split is waiting for data: look again soon. IDLE_REPOLL bounds the
-                // added latency of socket data and the granularity of processing-time ticks;
-                // a split with a waker is polled as soon as it has data. (Waking an idle source
-                // at each checkpoint's due time instead was tried: at 5 ms intervals it doubled
-                // the checkpoints written, each several fsyncs, and made latency worse.)
-                activator.activate_after(IDLE_REPOLL);
+                let mut c = capability;
+                c.downgrade(&Time::new(epoch, WATERMARK_MIN));
+                Some(c)
+            };
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                if ctx.is_cancelled() {
+                    cap = None;
+                    return;
+                }
+                if ctx.stop_requested() {
+                    // A clean stop: the open epoch ends here, with every split's position (the
+                    // final checkpoint), and its records go on through the dataflow as usual.
+                    if let Some(store) = &store {
+                        if let Err(e) = write_cut(store, epoch, &op_name, worker, &splits, &finished) {
+                            ctx.fail(e);
+                        }
+                    }
+                    tracing::info!(
+                        "{op_name} on worker {worker}: stopped, {} split(s) not read to the end",
+                        splits.len()
+                    );
+                    cap = None;
+                    return;
+                }
+                // A scheduling budget (20 ms per activation): wall time.
+                #[allow(clippy::disallowed_methods)]
+                let started = Instant::now();
+                let mut more_now = false;
+                let mut got_records = false;
+                let mut i = 0;
+                while i < splits.len() {
+                    let mut finished_now = false;
+                    // Poll this split a bounded number of times, so that downstream operators run
+                    // between chunks and the watermark keeps moving.
+                    for _ in 0..16 {
+                        let split = &mut splits[i];
+                        match split.reader.poll(chunk) {
+                            // A record of this chunk failed the job (strict mode): nothing of
+                            // the chunk leaves, and the watermark stays where it was.
+                            Ok(SplitPoll::Records(_)) if ctx.is_cancelled() => {
+                                cap = None;
+                                return;
+                            }
+                            Ok(SplitPoll::Records(mut records)) => {
+                                got_records = true;
+                                let now = ctx.clock().now_millis();
+                                split.last_data = now;
+                                split.idle = false;
+                                let wm = match mode {
+                                    TimeMode::Processing => {
+                                        for r in records.iter_mut() {
+                                            r.0 = now;
+                                        }
+                                        now
+                                    }
+                                    TimeMode::Event(_) => split.watermark.current(),
+                                };
+                                for r in &records {
+                                    split.watermark.observe(r.0);
+                                }
+                                split.records += records.len() as u64;
+                                ctx.metrics()
+                                    .records_in
+                                    .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                                let time = Time::new(c.time().epoch, wm.max(c.time().watermark));
+                                let at = c.delayed(&time);
+                                output.session(&at).give_container(&mut records);
+                            }
+                            Ok(SplitPoll::Pending) => break,
+                            Ok(SplitPoll::Finished) => {
+                                finished_now = true;
+                                break;
+                            }
+                            Err(e) => {
+                                ctx.fail(e);
+                                finished_now = true;
+                                break;
+                            }
+                        }
+                        if started.elapsed() > Duration::from_millis(20) {
+                            more_now = true;
+                            break;
+                        }
+                    }
+                    if finished_now {
+                        let split = splits.swap_remove(i);
+                        tracing::info!(
+                            "{op_name}: split {} ended on worker {worker} after {} records in this run",
+                            split.index,
+                            split.records
+                        );
+                        finished.push((split.index, split.checkpoint(true)));
+                    } else {
+                        i += 1;
+                    }
+                }
+                if ctx.is_cancelled() {
+                    cap = None;
+                    return;
+                }
+                // Cut the epoch here, between chunks: record every split's position for the
+                // epoch whose records were all emitted, then move on to the next one. The last
+                // cut, once every split has ended, records where they ended.
+                if let Some(store) = &store {
+                    if splits.is_empty() || last_cut.elapsed() >= store.config().interval {
+                        if let Err(e) = write_cut(store, epoch, &op_name, worker, &splits, &finished) {
+                            ctx.fail(e);
+                        }
+                        epoch += 1;
+                        #[allow(clippy::disallowed_methods)] // see `last_cut` above
+                        {
+                            last_cut = std::time::Instant::now();
+                        }
+                        if !splits.is_empty() {
+                            let t = Time::new(epoch, c.time().watermark);
+                            c.downgrade(&t);
+                        }
+                    }
+                }
+                if splits.is_empty() {
+                    cap = None;
+                    return;
+                }
+                let now = ctx.clock().now_millis();
+                let target = match mode {
+                    TimeMode::Processing => now,
+                    TimeMode::Event(s) => {
+                        if let Some(timeout) = s.idle_timeout {
+                            for split in splits.iter_mut() {
+                                if now - split.last_data >= timeout {
+                                    split.idle = true;
+                                }
+                            }
+                        }
+                        // Idle splits do not hold the watermark back. When every split of this
+                        // worker is idle, the worker follows the furthest of its own splits and
+                        // of the workers of this process that have active ones: an idle split's
+                        // watermark stays valid until it has data again, and a worker whose splits
+                        // never had any would otherwise hold the job at its start forever.
+                        let active = splits.iter().filter(|s| !s.idle).map(|s| s.watermark.current()).min();
+                        match active {
+                            Some(w) => {
+                                shared_watermark.fetch_max(w, std::sync::atomic::Ordering::Relaxed);
+                                active_watermark.set(active_watermark.get().max(w));
+                                w
+                            }
+                            None => splits
+                                .iter()
+                                .map(|s| s.watermark.current())
+                                .max()
+                                .unwrap_or(WATERMARK_MIN)
+                                .max(shared_watermark.load(std::sync::atomic::Ordering::Relaxed)),
+                        }
+                    }
+                };
+                if target > c.time().watermark {
+                    let t = Time::new(c.time().epoch, target);
+                    c.downgrade(&t);
+                }
+                let _keep_waker = &wake;
+                if more_now || got_records {
+                    activator.activate();
+                } else {
+                    // Every split is waiting for data: look again soon. IDLE_REPOLL bounds the
+                    // added latency of socket data and the granularity of processing-time ticks;
+                    // a split with a waker is polled as soon as it has data. (Waking an idle source
+                    // at each checkpoint's due time instead was tried: at 5 ms intervals it doubled
+                    // the checkpoints written, each several fsyncs, and made latency worse.)
+                    activator.activate_after(IDLE_REPOLL);
+                }
             }
+        },
+    );
+    match strategy.idle_timeout {
+        Some(_) => announce_watermarks(scope, stream, announced, board),
+        None => stream,
+    }
+}
+
+/// How often a worker sends its active watermark to the others (with an idle timeout).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
+
+/// Makes idleness global: every worker sends the watermark of its active splits
+/// (`announced`) to every worker of every process, which fold it into their process's shared
+/// source watermark (`board`), the one a worker all of whose splits are idle follows. Without
+/// it, a process whose splits were all idle (say, it reads only an empty Kafka partition)
+/// would hold back the windows of every process, as the workers of one process share
+/// `board` in memory but not across processes. A small operator of its own beside the source
+/// rather than a second output of it: it sends at most every [`ANNOUNCE_EVERY`], only what
+/// grew, and ends once the source's stream has ended everywhere.
+fn announce_watermarks<'s, D: timely::ExchangeData>(
+    scope: Scope<'s, Time>,
+    stream: Stream<'s, Time, Vec<(EventTime, D)>>,
+    announced: Rc<std::cell::Cell<i64>>,
+    board: Arc<std::sync::atomic::AtomicI64>,
+) -> Stream<'s, Time, Vec<(EventTime, D)>> {
+    use timely::dataflow::operators::vec::Broadcast;
+    use timely::dataflow::operators::{Inspect, Probe};
+    let (probe, stream) = stream.probe();
+    source::<_, CapacityContainerBuilder<Vec<i64>>, _, _>(scope, "AnnounceWatermark", move |capability, info| {
+        let activator = scope.activator_for(Rc::clone(&info.address));
+        let mut cap = Some(capability);
+        let mut sent = WATERMARK_MIN;
+        move |output| {
+            let Some(c) = cap.as_ref() else { return };
+            if probe.done() {
+                cap = None;
+                return;
+            }
+            let w = announced.get();
+            if w > sent {
+                output.session(c).give(w);
+                sent = w;
+            }
+            activator.activate_after(ANNOUNCE_EVERY);
         }
     })
+    .broadcast()
+    .inspect(move |w| {
+        board.fetch_max(*w, std::sync::atomic::Ordering::Relaxed);
+    });
+    stream
 }
 
 /// How long a source whose splits all wait for data sleeps before polling them again.
