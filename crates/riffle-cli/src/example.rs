@@ -2,7 +2,6 @@
 //! they can be tried with one command. `bank serve` runs the event-sourced bank of
 //! `riffle_bank` (store, projection job and HTTP API in one process) until SIGINT or SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use riffle_core::{Error, Result};
@@ -60,54 +59,13 @@ fn serve_bank(args: BankServeArgs) -> Result<()> {
     if args.checkpoint_interval.is_zero() {
         return Err(Error::Config("--checkpoint-interval must be more than 0".into()));
     }
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(path)) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|source| Error::Io {
-                    what: "cannot read the token file",
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_string(),
-        ),
-        (None, None) => None,
+    let config = riffle_bank::app::BankConfig {
+        data: args.data.clone(),
+        checkpoint_interval: args.checkpoint_interval,
+        workers: args.workers as usize,
+        token: crate::store::read_token(&args.token, &args.token_file)?,
     };
-    if token.as_deref() == Some("") {
-        return Err(Error::Config("the token is empty".into()));
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("riffle-bank-http")
-        .build()
-        .map_err(|source| Error::Io {
-            what: "cannot start the HTTP runtime for",
-            path: args.data.clone(),
-            source,
-        })?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .map_err(|source| Error::Network {
-                what: "cannot listen on",
-                address: args.listen.clone(),
-                source,
-            })?;
-        let address: SocketAddr = listener.local_addr().map_err(|source| Error::Network {
-            what: "cannot read the address of",
-            address: args.listen.clone(),
-            source,
-        })?;
-        eprintln!("riffle: bank {} listening on http://{address}", args.data.display());
-        let config = riffle_bank::app::BankConfig {
-            data: args.data.clone(),
-            checkpoint_interval: args.checkpoint_interval,
-            workers: args.workers as usize,
-            token,
-        };
-        riffle_bank::app::run(config, listener, riffle_store_server::shutdown_signal()).await
-    })?;
-    eprintln!("riffle: bank {} stopped", args.data.display());
-    Ok(())
+    crate::store::serve_http("bank", &args.data, &args.listen, |listener, _| {
+        riffle_bank::app::run(config, listener, riffle_store_server::shutdown_signal())
+    })
 }
