@@ -22,13 +22,13 @@ use std::time::Duration;
 
 use riffle_connectors::eventstore::parse_event;
 use riffle_connectors::readmodel::{ReadModel, ReadModelSink, TableUpdate};
-use riffle_connectors::{LineReader, Poll, Sink, SourceUri, SplitPosition, SplitSpec};
+use riffle_connectors::{Sink, SourceUri, SplitSpec};
 use riffle_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointConfig, CheckpointStore, JobFingerprint};
 use crate::context::{JobContext, MetricsSnapshot, SystemClock};
-use crate::source::{SplitPoll, SplitReader, TimeMode, DEFAULT_CHUNK_LINES};
+use crate::source::{TimeMode, DEFAULT_CHUNK_LINES};
 use crate::stream::{DataStream, StreamEnv};
 use crate::{execute, ExecutionConfig};
 
@@ -79,71 +79,10 @@ pub fn store_event(line: &str) -> std::result::Result<(i64, StoreEvent), String>
 pub fn store_events<'s>(env: &mut StreamEnv<'s>, splits: &[SplitSpec]) -> DataStream<'s, StoreEvent> {
     let (me, workers) = (env.worker_index(), env.workers());
     let ctx = Arc::clone(env.context());
-    let mut readers: Vec<(u32, Box<dyn SplitReader<StoreEvent>>)> = Vec::new();
-    for (i, spec) in splits.iter().enumerate().filter(|(i, _)| i % workers == me) {
-        match spec.open() {
-            Ok(reader) => readers.push((
-                i as u32,
-                Box::new(EventSplit {
-                    reader,
-                    spec: spec.clone(),
-                    ctx: Arc::clone(&ctx),
-                    wake: None,
-                }),
-            )),
-            Err(e) => ctx.fail(e),
-        }
-    }
+    // Processing time: the events' own timestamps are not checked as event times.
+    let decode = crate::source::record_decoder(std::rc::Rc::new(store_event), false);
+    let readers = crate::source::open_line_splits(splits, me, workers, &decode, &ctx);
     env.splits("StoreSource", TimeMode::Processing, readers, DEFAULT_CHUNK_LINES)
-}
-
-/// A split of a store source read as [`StoreEvent`]s.
-struct EventSplit {
-    reader: Box<dyn LineReader>,
-    spec: SplitSpec,
-    ctx: Arc<JobContext>,
-    /// The source's waker, for a reader opened again by `seek`.
-    wake: Option<Arc<dyn Fn() + Send + Sync>>,
-}
-
-impl SplitReader<StoreEvent> for EventSplit {
-    fn poll(&mut self, max: usize) -> Result<SplitPoll<StoreEvent>> {
-        let chunk = match self.reader.poll(max)? {
-            Poll::Chunk(c) => c,
-            Poll::Pending => return Ok(SplitPoll::Pending),
-            Poll::Finished => return Ok(SplitPoll::Finished),
-        };
-        let mut out = Vec::with_capacity(chunk.lines.len());
-        for (i, line) in chunk.lines.iter().enumerate() {
-            let parsed = std::str::from_utf8(line)
-                .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-                .and_then(store_event);
-            match parsed {
-                Ok(event) => out.push(event),
-                Err(message) => self
-                    .ctx
-                    .malformed(self.reader.origin(), chunk.first_line + i as u64, &message, line),
-            }
-        }
-        Ok(SplitPoll::Records(out))
-    }
-
-    fn position(&self) -> Option<SplitPosition> {
-        self.reader.position()
-    }
-
-    fn seek(&mut self, position: SplitPosition) -> Result<()> {
-        self.reader = self.spec.open_at(Some(position))?;
-        if let Some(wake) = &self.wake {
-            self.reader.wake_on_data(wake);
-        }
-        Ok(())
-    }
-
-    fn wake_on_data(&mut self, wake: &Arc<dyn Fn() + Send + Sync>) -> bool {
-        self.wake = Some(Arc::clone(wake));
-        self.reader.wake_on_data(wake)
-    }
 }
 
 /// The two updates of a changed row: the row itself and a marker of the position it reflects.
