@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use riffle_connectors::readmodel::TableUpdate;
 use riffle_core::{Error, Result};
-use riffle_eventstore::{EventStore, ExpectedVersion, Filter, NewEvent, StoreError};
+use riffle_eventstore::{EventStore, ExpectedVersion, Filter, NewEvent, StoreError, WriterStats};
 use riffle_runtime::projection::{row_with_position, Projection, ProjectionConfig, StoreEvent};
 use riffle_runtime::DataStream;
 
@@ -425,20 +425,7 @@ fn measure_appends(dir: &Path, writers: usize, per_writer: u64, data: &str) -> R
             .join()
             .map_err(|_| Error::Execution("bench store: a writer thread panicked".into()))??;
     }
-    let secs = t.elapsed().as_secs_f64();
-    let after = store.writer_stats();
-    let appends = writers as u64 * per_writer;
-    if store.head() != appends {
-        return Err(Error::Execution(format!(
-            "bench store: the head is {} after {appends} appends",
-            store.head()
-        )));
-    }
-    Ok(AppendFigures {
-        appends,
-        secs,
-        commits: after.commits - before.commits,
-    })
+    append_figures(&store, &before, writers as u64 * per_writer, t.elapsed().as_secs_f64())
 }
 
 /// `writers` asynchronous writers, each appending `per_writer` single-event appends to its own
@@ -468,9 +455,12 @@ fn measure_async_appends(dir: &Path, writers: usize, per_writer: u64, data: &str
             .recv()
             .map_err(|_| Error::Execution("bench store: an async writer was dropped unanswered".into()))??;
     }
-    let secs = t.elapsed().as_secs_f64();
-    let after = store.writer_stats();
-    let appends = writers as u64 * per_writer;
+    append_figures(&store, &before, writers as u64 * per_writer, t.elapsed().as_secs_f64())
+}
+
+/// The figures of `appends` appends that took `secs`, once the store's head shows every one of
+/// them; `before`: the writer's counters before the first.
+fn append_figures(store: &EventStore, before: &WriterStats, appends: u64, secs: f64) -> Result<AppendFigures> {
     if store.head() != appends {
         return Err(Error::Execution(format!(
             "bench store: the head is {} after {appends} appends",
@@ -480,7 +470,7 @@ fn measure_async_appends(dir: &Path, writers: usize, per_writer: u64, data: &str
     Ok(AppendFigures {
         appends,
         secs,
-        commits: after.commits - before.commits,
+        commits: store.writer_stats().commits - before.commits,
     })
 }
 
