@@ -353,10 +353,9 @@ fn lines_within(mut child: std::process::Child, wait: Duration) -> Vec<String> {
     lines
 }
 
-#[test]
-fn an_idle_partition_holds_the_watermark_back_only_until_the_idle_timeout() {
-    // Partition 0 gets 20 s of event time; partition 1 stays empty; the source is unbounded.
-    // On 2 workers, worker 1 reads only the empty partition.
+/// A topic `words` of two partitions: 20 s of event time in partition 0 (a line every 100 ms),
+/// nothing in partition 1.
+fn words_in_partition_0_only() -> MockCluster<'static, DefaultProducerContext> {
     let mock = MockCluster::new(1).expect("mock cluster");
     mock.create_topic("words", 2, 1).expect("topic");
     let producer: ThreadedProducer<_> = ClientConfig::new()
@@ -371,6 +370,27 @@ fn an_idle_partition_holds_the_watermark_back_only_until_the_idle_timeout() {
             .expect("send");
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
+    mock
+}
+
+/// The windows of [`words_in_partition_0_only`] up to partition 0's watermark (19.9 s - 1 s of
+/// disorder) closed, and only those: [0, 2) … [16, 18).
+fn assert_partition_0_windows_closed(closed: &[String]) {
+    let windows: std::collections::BTreeSet<i64> = closed
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["window_start"].as_i64().expect("window_start") - 1_700_000_000_000
+        })
+        .collect();
+    assert_eq!(windows, (0..9).map(|i| i * 2_000).collect(), "{closed:?}");
+}
+
+#[test]
+fn an_idle_partition_holds_the_watermark_back_only_until_the_idle_timeout() {
+    // Partition 0 gets 20 s of event time; partition 1 stays empty; the source is unbounded.
+    // On 2 workers, worker 1 reads only the empty partition.
+    let mock = words_in_partition_0_only();
     let start = |group: &str, extra: &[&str]| {
         riffle()
             .args(job(
@@ -391,34 +411,14 @@ fn an_idle_partition_holds_the_watermark_back_only_until_the_idle_timeout() {
         start("idle", &["--idle-timeout", "300ms", "-w", "2"]),
         Duration::from_secs(4),
     );
-    let windows: std::collections::BTreeSet<i64> = closed
-        .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            v["window_start"].as_i64().expect("window_start") - 1_700_000_000_000
-        })
-        .collect();
-    assert_eq!(windows, (0..9).map(|i| i * 2_000).collect(), "{closed:?}");
+    assert_partition_0_windows_closed(&closed);
 }
 
 #[test]
 fn a_process_reading_only_an_idle_partition_does_not_hold_back_the_other() {
     // As above, on two processes of one worker each: process 1 reads only the empty
     // partition. Idleness is global: its worker follows the watermark process 0 announces.
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic("words", 2, 1).expect("topic");
-    let producer: ThreadedProducer<_> = ClientConfig::new()
-        .set("bootstrap.servers", mock.bootstrap_servers())
-        .create()
-        .expect("producer");
-    for i in 0..200i64 {
-        let line = format!("{} w{}", 1_700_000_000_000 + i * 100, i % 3);
-        producer
-            .send(BaseRecord::<(), str>::to("words").partition(0).payload(&line))
-            .map_err(|(e, _)| e)
-            .expect("send");
-    }
-    producer.flush(Duration::from_secs(10)).expect("flush");
+    let mock = words_in_partition_0_only();
     let addresses = format!("127.0.0.1:{},127.0.0.1:{}", common::free_port(), common::free_port());
     let source = format!("kafka://{}/words?group.id=two", mock.bootstrap_servers());
     let processes: Vec<std::process::Child> = ["0", "1"]
@@ -438,12 +438,5 @@ fn a_process_reading_only_an_idle_partition_does_not_hold_back_the_other() {
         .map(|child| std::thread::spawn(move || lines_within(child, Duration::from_secs(6))))
         .collect();
     let closed: Vec<String> = readers.into_iter().flat_map(|r| r.join().expect("reader")).collect();
-    let windows: std::collections::BTreeSet<i64> = closed
-        .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            v["window_start"].as_i64().expect("window_start") - 1_700_000_000_000
-        })
-        .collect();
-    assert_eq!(windows, (0..9).map(|i| i * 2_000).collect(), "{closed:?}");
+    assert_partition_0_windows_closed(&closed);
 }

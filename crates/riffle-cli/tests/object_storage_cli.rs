@@ -105,17 +105,6 @@ fn wait_for_manifests(folder: &Path, n: usize) {
     }
 }
 
-/// Sends `signal` to `pid` (the shell's builtin kill: a fresh machine may lack procps').
-fn signal(pid: u32, signal: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill {signal} {pid}"))
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill {signal} {pid}");
-}
-
 /// The pid of the child of `parent` started with `--process index`, from /proc.
 fn child_process(parent: u32, index: &str) -> Option<u32> {
     let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
@@ -225,13 +214,12 @@ fn a_zombie_on_object_storage_commits_nothing() {
     // Stopped where no lock can see it (S3 has none), and replaced: the new attempt runs to
     // the end while the old one sleeps.
     let pid = zombie.id();
-    let signal = |s: &str| signal(pid, s);
-    signal("-STOP");
+    common::signal(pid, "-STOP");
     let err = finish(riffle_s3().args(&args));
     assert!(err.contains("resuming from checkpoint"), "{err}");
     let after_new = common::committed_lines(&out);
     assert_eq!(after_new, oracle(lines));
-    signal("-CONT");
+    common::signal(pid, "-CONT");
     let o = common::wait_with_deadline(zombie, DEADLINE, "the zombie");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "the zombie fails: {err}");
@@ -263,7 +251,7 @@ fn the_processes_of_a_supervised_job_share_their_checkpoints_on_s3() {
     for kill in 1..=2 {
         wait_for_manifests(&s3.folder("cluster"), kill * 2);
         if let Some(pid) = child_process(supervisor.id(), "1") {
-            signal(pid, "-KILL");
+            common::signal(pid, "-KILL");
         }
     }
     let start = Instant::now();

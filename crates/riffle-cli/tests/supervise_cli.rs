@@ -17,17 +17,6 @@ use common::riffle;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// Sends `signal` (`-STOP`, `-TERM`, …) to `pid` (the shell's builtin kill).
-fn signal(pid: u32, signal: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill {signal} {pid}"))
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill {signal} {pid} failed");
-}
-
 /// A running riffle whose stderr lines are collected as they come.
 struct Running {
     child: Child,
@@ -167,7 +156,7 @@ fn a_second_instance_on_a_running_jobs_checkpoint_directory_is_refused_and_chang
         std::thread::sleep(Duration::from_millis(20));
     }
     // The first instance is held still, so that whatever changes is the second one's doing.
-    signal(first.child.id(), "-STOP");
+    common::signal(first.child.id(), "-STOP");
     let (ck_before, out_before) = (listing(&ck), listing(&out));
     let second = riffle().args(&args).output().expect("riffle runs");
     let err = String::from_utf8_lossy(&second.stderr);
@@ -180,7 +169,7 @@ fn a_second_instance_on_a_running_jobs_checkpoint_directory_is_refused_and_chang
     assert!(err.contains("in use by another instance"), "{err}");
     assert_eq!(listing(&ck), ck_before, "the checkpoint directory is untouched");
     assert_eq!(listing(&out), out_before, "the output directory is untouched");
-    signal(first.child.id(), "-CONT");
+    common::signal(first.child.id(), "-CONT");
     let (status, err) = first.wait();
     assert!(status.success(), "{err}");
     assert_eq!(common::committed_lines(&out), oracle(150_000));
@@ -214,7 +203,7 @@ fn a_three_process_job_killed_ten_times_under_the_supervisor_commits_what_an_uni
         let pids = supervisor.wait_for_attempt(kill);
         std::thread::sleep(Duration::from_millis(300 + next(1200)));
         let victim = pids[next(3) as usize];
-        signal(victim, "-KILL");
+        common::signal(victim, "-KILL");
     }
     supervisor.wait_for_attempt(11);
     let (status, err) = supervisor.wait();
@@ -255,7 +244,7 @@ fn a_stopped_process_is_detected_by_the_progress_timeout_and_the_job_restarted()
         assert!(start.elapsed() < DEADLINE, "no checkpoint:\n{}", supervisor.stderr());
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal(pids[1], "-STOP");
+    common::signal(pids[1], "-STOP");
     supervisor.wait_for_attempt(2);
     // The stopped process was killed before the restart: resuming it does nothing.
     let _ = Command::new("sh")
@@ -356,7 +345,7 @@ fn sigterm_stops_every_process_cleanly_and_the_next_supervisor_resumes_exactly_o
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    signal(supervisor.child.id(), "-TERM");
+    common::signal(supervisor.child.id(), "-TERM");
     let (status, err) = supervisor.wait();
     assert!(status.success(), "{err}");
     assert!(err.contains("the job stopped cleanly"), "{err}");

@@ -313,3 +313,15 @@ pub fn checkpointed_wordcount(lines: u64, rate: u64, location: &str, out: &std::
     ]);
     args
 }
+
+/// Sends `signal` (`-STOP`, `-TERM`, `-KILL`, …) to process `pid` with the shell's builtin
+/// kill (a fresh machine may lack procps' /usr/bin/kill); it must succeed.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill {signal} {pid}"))
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {signal} {pid} failed");
+}
