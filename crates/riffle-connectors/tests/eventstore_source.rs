@@ -6,51 +6,17 @@
 // A panic in a test helper is the test failing (clippy allows unwrap in #[test] fns only).
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{fill, oracle};
 use riffle_connectors::{LineReader, Poll, SourceUri, SplitPosition};
-use riffle_eventstore::{EventStore, ExpectedVersion, Filter, NewEvent};
-
-/// 3 streams in 2 categories, interleaved: 60 events.
-fn fill(store: &EventStore, rounds: u64) {
-    for i in 0..rounds {
-        for stream in ["account-1", "account-2", "ledger-main"] {
-            let e = NewEvent::json("Deposited", &serde_json::json!({ "amount": i, "to": stream })).unwrap();
-            store.append(stream, ExpectedVersion::Any, vec![e]).unwrap();
-        }
-    }
-}
-
-/// The store's own answer: every event `filter` admits from `from`, as JSON lines with their
-/// line numbers (position + 1).
-fn oracle(store: &EventStore, filter: &Filter, from: u64) -> Vec<(u64, String)> {
-    store
-        .read(filter, from, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|e| (e.position + 1, e.to_json()))
-        .collect()
-}
+use riffle_eventstore::{EventStore, Filter};
 
 /// Polls `reader` until it finishes (bounded) or until `want` lines came (following).
 fn read(reader: &mut dyn LineReader, want: Option<usize>) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if want.is_some_and(|n| out.len() >= n) {
-            return out;
-        }
-        match reader.poll(7).unwrap() {
-            Poll::Chunk(c) => {
-                for (i, l) in c.lines.into_iter().enumerate() {
-                    out.push((c.first_line + i as u64, String::from_utf8(l).unwrap()));
-                }
-            }
-            Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
-            Poll::Finished => return out,
-        }
-    }
-    panic!("reader neither finished nor gave {want:?} lines: {}", out.len());
+    common::read_within(reader, want, Duration::from_secs(20))
 }
 
 fn open(uri: &str) -> Box<dyn LineReader> {
